@@ -1,0 +1,100 @@
+import { mkdirSync } from "node:fs";
+import { PGlite } from "@electric-sql/pglite";
+import { pg_trgm } from "@electric-sql/pglite/contrib/pg_trgm";
+import { Kysely, PostgresDialect } from "kysely";
+import pg from "pg";
+import { NamedStatementClient } from "./pg-named-client.js";
+import { PGliteDialect } from "./pglite-dialect.js";
+import type { Database } from "./schema.js";
+
+// A session that can run multi-statement SQL scripts and hold session state
+// (advisory locks) — what the migration runner needs beyond Kysely.
+export interface ScriptSession {
+  exec(script: string): Promise<void>;
+  query<R>(text: string, values?: unknown[]): Promise<R[]>;
+}
+
+// The two real databases behind the service: PostgreSQL through a pool, and
+// PGlite embedded in-process.
+export interface DatabaseHandle {
+  readonly kind: "postgres" | "pglite";
+  readonly db: Kysely<Database>;
+  withSession<T>(fn: (session: ScriptSession) => Promise<T>): Promise<T>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface PostgresOptions {
+  url: string;
+  poolMax: number;
+  // Applied per connection; a runaway query cannot hold a pooled connection forever.
+  statementTimeoutMs?: number;
+}
+
+export function openPostgres(options: PostgresOptions): DatabaseHandle {
+  const pool = new pg.Pool({
+    connectionString: options.url,
+    max: options.poolMax,
+    Client: NamedStatementClient,
+    connectionTimeoutMillis: 5_000,
+    idleTimeoutMillis: 30_000,
+    statement_timeout: options.statementTimeoutMs ?? 30_000,
+    application_name: "video-management-service",
+  });
+  // An idle client losing its connection (database restart) must not crash the
+  // process; the pool drops it and the next checkout reconnects.
+  pool.on("error", () => {});
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  return {
+    kind: "postgres",
+    db,
+    async withSession(fn) {
+      const client = await pool.connect();
+      try {
+        return await fn({
+          exec: async (script) => {
+            await client.query(script);
+          },
+          query: async <R>(text: string, values: unknown[] = []) =>
+            (await client.query({ text, values })).rows as R[],
+        });
+      } finally {
+        client.release();
+      }
+    },
+    async ping() {
+      await pool.query({ text: "select 1" });
+    },
+    async close() {
+      await db.destroy();
+    },
+  };
+}
+
+export async function openPGlite(dataDir: string | undefined): Promise<DatabaseHandle> {
+  if (dataDir) mkdirSync(dataDir, { recursive: true });
+  const pglite = await PGlite.create({ dataDir, extensions: { pg_trgm } });
+  const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
+  return {
+    kind: "pglite",
+    db,
+    async withSession(fn) {
+      // One connection: the session is the instance itself. Kysely queries
+      // issued inside fn would wait for it, so fn must not use `db`.
+      return fn({
+        exec: async (script) => {
+          await pglite.exec(script);
+        },
+        query: async <R>(text: string, values: unknown[] = []) =>
+          (await pglite.query<R>(text, values)).rows,
+      });
+    },
+    async ping() {
+      await pglite.query("select 1");
+    },
+    async close() {
+      await db.destroy();
+      await pglite.close();
+    },
+  };
+}

@@ -1,0 +1,31 @@
+import { createHash } from "node:crypto";
+import pg from "pg";
+
+// Kysely's PostgreSQL driver sends every query unnamed, so PostgreSQL plans it
+// again on each call. Naming each statement by a hash of its SQL makes `pg`
+// prepare it once per pooled connection and reuse it afterwards (pg keeps the
+// names it has prepared per connection). Kysely always passes a values array;
+// a bare string (the migration runner's scripts) keeps the simple protocol,
+// which is what multi-statement SQL needs.
+const names = new Map<string, string>();
+
+export function statementName(text: string): string {
+  let name = names.get(text);
+  if (name === undefined) {
+    name = "k_" + createHash("sha1").update(text).digest("base64url").slice(0, 20);
+    if (names.size < 10_000) names.set(text, name);
+  }
+  return name;
+}
+
+export class NamedStatementClient extends pg.Client {
+  // pg's overloads are not worth restating; the call is forwarded unchanged
+  // except for the added name.
+  override query(...args: any[]): any {
+    const [text, values] = args;
+    if (typeof text === "string" && Array.isArray(values) && args.length === 2) {
+      return super.query({ name: statementName(text), text, values });
+    }
+    return (super.query as (...a: any[]) => any)(...args);
+  }
+}

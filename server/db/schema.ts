@@ -1,0 +1,60 @@
+import type { ColumnType, Generated } from "kysely";
+
+// Row types for the tables in migrations/. Query results and inputs are
+// derived from these with Selectable/Insertable/Updateable.
+
+type Timestamp = ColumnType<Date, Date | string, Date | string>;
+type Json<T> = ColumnType<T, string, string>;
+
+export type VideoStateColumn = "pending_upload" | "uploaded" | "processing" | "ready" | "failed";
+export type VisibilityColumn = "private" | "unlisted" | "public";
+
+export interface SourceColumn {
+  objectKey: string;
+  sizeBytes: string;
+  contentType: string;
+  checksumSha256: string;
+  uploadTime: string;
+}
+
+export interface VideosTable {
+  id: string;
+  title: string;
+  description: string;
+  tags: string[];
+  labels: Json<Record<string, string>>;
+  visibility: VisibilityColumn;
+  state: VideoStateColumn;
+  owner_id: string;
+  source: Json<SourceColumn> | null;
+  etag: string;
+  create_time: Timestamp;
+  update_time: Timestamp;
+}
+
+export interface VideoCreateRequestsTable {
+  request_id: string;
+  owner_id: string;
+  fingerprint: string;
+  video_id: string;
+  create_time: Timestamp;
+}
+
+export interface FlywaySchemaHistoryTable {
+  installed_rank: number;
+  version: string | null;
+  description: string;
+  type: string;
+  script: string;
+  checksum: number | null;
+  installed_by: string;
+  installed_on: Generated<Date>;
+  execution_time: number;
+  success: boolean;
+}
+
+export interface Database {
+  videos: VideosTable;
+  video_create_requests: VideoCreateRequestsTable;
+  flyway_schema_history: FlywaySchemaHistoryTable;
+}
