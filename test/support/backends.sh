@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Start the real backends the tests need, run a command with their URLs in the
+# environment, then stop them and remove their files.
+#
+#   bash test/support/backends.sh <command...>      (npm test runs `... tap`)
+#
+# Each backend is one `backend_<name>` function, listed in BACKENDS below. It
+#   - does nothing if its environment variable is already set (a developer can
+#     point the tests at a server of their own),
+#   - installs what it needs if missing (apt_install: `apt-get update` once),
+#   - starts a private instance on a free 127.0.0.1 port, waits (bounded) until
+#     it answers, registers its cleanup with on_exit and exports its URL,
+#   - on failure calls `die "one clear line"` (the tests never run without it).
+#
+# Exported now:
+#   TEST_DATABASE_URL  postgres://postgres:PASS@127.0.0.1:PORT/postgres (admin;
+#                      tests create their own databases from it)
+# To add later (one function each, then list it in BACKENDS):
+#   backend_s3      moto_server -H 127.0.0.1 -p PORT        -> TEST_S3_ENDPOINT
+#   backend_pubsub  gcloud beta emulators pubsub start --host-port=127.0.0.1:PORT
+#                   (apt: google-cloud-cli-pubsub-emulator, default-jre-headless)
+#                   -> PUBSUB_EMULATOR_HOST
+set -euo pipefail
+
+BACKENDS=(postgres)
+START_TIMEOUT=${BACKENDS_START_TIMEOUT:-30} # seconds each backend may take to answer
+
+me="backends.sh"
+die() { echo "$me: error: $*" >&2; exit 1; }
+note() { echo "$me: $*" >&2; }
+
+[ $# -gt 0 ] || die "usage: bash test/support/backends.sh <command...>"
+
+# ---------------------------------------------------------------- cleanup ---
+# Cleanups run in reverse order of registration, on any exit (normal, error,
+# Ctrl-C, SIGTERM). Each one is best-effort and never changes the exit code.
+CLEANUPS=()
+on_exit() { CLEANUPS+=("$1"); }
+run_cleanups() {
+  local rc=$? i
+  trap - EXIT INT TERM HUP
+  set +e
+  for ((i = ${#CLEANUPS[@]} - 1; i >= 0; i--)); do eval "${CLEANUPS[i]}"; done
+  exit "$rc"
+}
+trap run_cleanups EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/vms-backends.XXXXXX") || die "cannot create a temporary directory"
+chmod 755 "$WORK"
+on_exit 'rm -rf "$WORK"'
+
+# ---------------------------------------------------------------- helpers ---
+APT_UPDATED=0
+apt_install() { # apt_install <debian package...>
+  [ "$(id -u)" -eq 0 ] || die "need to install $* but not root: install it (apt-get install -y $*) and retry"
+  command -v apt-get >/dev/null 2>&1 || die "need to install $* but apt-get is not available"
+  export DEBIAN_FRONTEND=noninteractive
+  if [ "$APT_UPDATED" -eq 0 ]; then
+    note "apt-get update"
+    apt-get update -qq >"$WORK/apt.log" 2>&1 || die "apt-get update failed: $(tail -n 1 "$WORK/apt.log")"
+    APT_UPDATED=1
+  fi
+  note "apt-get install -y $*"
+  apt-get install -y -qq --no-install-recommends "$@" >>"$WORK/apt.log" 2>&1 \
+    || die "apt-get install $* failed: $(tail -n 1 "$WORK/apt.log")"
+}
+
+free_port() { # prints a TCP port that is free on 127.0.0.1 right now
+  node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
+}
+
+wait_until() { # wait_until <seconds> <command...>: true once the command succeeds
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.2
+  done
+}
+
+# ------------------------------------------------------------- PostgreSQL ---
+pg_bindir() { # newest installed major version's bin dir, or nothing
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$d" ] && [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && [ -x "$d/pg_isready" ] && echo "$d"
+  return 0
+}
+
+backend_postgres() {
+  if [ -n "${TEST_DATABASE_URL:-}" ]; then
+    note "PostgreSQL: using TEST_DATABASE_URL from the environment"
+    return 0
+  fi
+  local bin
+  bin=$(pg_bindir)
+  if [ -z "$bin" ]; then
+    apt_install postgresql
+    bin=$(pg_bindir)
+    [ -n "$bin" ] || die "PostgreSQL was installed but no /usr/lib/postgresql/*/bin/initdb was found"
+  fi
+  local ver=${bin%/bin}; ver=${ver##*/}
+
+  # PostgreSQL refuses to run as root: run it as the postgres user then.
+  local as=()
+  if [ "$(id -u)" -eq 0 ]; then
+    id postgres >/dev/null 2>&1 || die "PostgreSQL is installed but there is no postgres user"
+    as=(runuser -u postgres --)
+  fi
+  local dir="$WORK/postgres"
+  mkdir -p "$dir"
+  if [ "$(id -u)" -eq 0 ]; then
+    chown postgres: "$dir"
+    # $TMPDIR may be somewhere the postgres user cannot enter: fall back to /tmp.
+    if ! runuser -u postgres -- test -w "$dir"; then
+      dir=$(mktemp -d /tmp/vms-postgres.XXXXXX) || die "cannot create a temporary directory in /tmp"
+      on_exit "rm -rf '$dir'"
+      chown postgres: "$dir"
+    fi
+  fi
+  local log="$dir/server.log" pass
+  pass=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+  printf '%s\n' "$pass" >"$dir/pwfile"
+  [ "$(id -u)" -eq 0 ] && chown postgres: "$dir/pwfile"
+  chmod 600 "$dir/pwfile"
+
+  # cd: the postgres user may not be allowed into the caller's directory.
+  (cd "$dir" && "${as[@]}" "$bin/initdb" -D "$dir/data" -U postgres --pwfile="$dir/pwfile" \
+      --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 --no-sync) \
+    >"$dir/initdb.log" 2>&1 \
+    || die "PostgreSQL $ver initdb failed: $(tail -n 1 "$dir/initdb.log")"
+  rm -f "$dir/pwfile"
+  on_exit "pg_stop '$bin' '$dir'"
+
+  # The port is free when chosen but may be taken before the server binds it:
+  # try a few ports.
+  local port try started=0
+  for try in 1 2 3; do
+    port=$(free_port) || die "cannot find a free port (node missing?)"
+    if (cd "$dir" && "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$log" -w -t "$START_TIMEOUT" \
+          -o "-c listen_addresses=127.0.0.1 -p $port -k \"\" -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+          start) >/dev/null 2>&1; then
+      started=1; break
+    fi
+    grep -q 'could not bind\|Address already in use' "$log" 2>/dev/null || break
+  done
+  [ "$started" -eq 1 ] || die "PostgreSQL $ver did not start on 127.0.0.1:${port}: $(tail -n 1 "$log" 2>/dev/null)"
+  wait_until "$START_TIMEOUT" "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" -d postgres \
+    || die "PostgreSQL $ver on 127.0.0.1:$port did not accept connections within ${START_TIMEOUT}s"
+
+  export TEST_DATABASE_URL="postgres://postgres:$pass@127.0.0.1:$port/postgres"
+  note "PostgreSQL $ver: private cluster on 127.0.0.1:$port"
+}
+
+pg_stop() { # pg_stop <bindir> <dir>
+  local bin=$1 dir=$2 as=() pid
+  [ -f "$dir/data/postmaster.pid" ] || return 0
+  [ "$(id -u)" -eq 0 ] && as=(runuser -u postgres --)
+  (cd "$dir" && "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop) >/dev/null 2>&1 && return 0
+  pid=$(head -n 1 "$dir/data/postmaster.pid" 2>/dev/null) || return 0
+  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
+  return 0
+}
+
+# -------------------------------------------------------------------- run ---
+for b in "${BACKENDS[@]}"; do "backend_$b"; done
+
+set +e
+"$@"
+rc=$?
+set -e
+exit "$rc"
