@@ -79,15 +79,15 @@ export async function openPGlite(dataDir: string | undefined): Promise<DatabaseH
     kind: "pglite",
     db,
     async withSession(fn) {
-      // One connection: the session is the instance itself. Kysely queries
-      // issued inside fn would wait for it, so fn must not use `db`.
-      return fn({
+      // One connection: holding Kysely's connection keeps every other query
+      // (and transaction) out while fn runs; fn itself must not use `db`.
+      return db.connection().execute(() => fn({
         exec: async (script) => {
           await pglite.exec(script);
         },
         query: async <R>(text: string, values: unknown[] = []) =>
           (await pglite.query<R>(text, values)).rows,
-      });
+      }));
     },
     async ping() {
       await pglite.query("select 1");

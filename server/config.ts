@@ -1,0 +1,92 @@
+import { isIP } from "node:net";
+import path from "node:path";
+
+// Every environment variable the service reads, parsed and validated in one
+// place. A bad value fails start-up with one line naming the variable.
+
+export class ConfigError extends Error {}
+
+export interface Config {
+  port: number;
+  host: string;
+  dataDir: string;
+  database: { url: string | undefined; poolMax: number; migrateOnStart: boolean };
+  auth: { disabled: boolean };
+  tls: { certFile: string; keyFile: string } | undefined;
+  logLevel: string;
+  shutdownGraceMs: number;
+  limits: { maxBodyBytes: number; maxRequestMs: number };
+  migrationsDir: string;
+}
+
+type Env = Record<string, string | undefined>;
+
+function int(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  if (!/^\d+$/.test(raw.trim())) throw new ConfigError(`${name} must be a whole number, got "${raw}"`);
+  const n = Number(raw);
+  if (n < min || n > max) throw new ConfigError(`${name} must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+function bool(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name]?.trim().toLowerCase();
+  if (raw === undefined || raw === "") return fallback;
+  if (["true", "1", "yes"].includes(raw)) return true;
+  if (["false", "0", "no"].includes(raw)) return false;
+  throw new ConfigError(`${name} must be true or false, got "${env[name]}"`);
+}
+
+const LOG_LEVELS = ["error", "warn", "info", "http", "verbose", "debug", "silly"];
+
+export function isLoopback(host: string): boolean {
+  if (host === "localhost") return true;
+  if (isIP(host) === 4) return host.startsWith("127.");
+  return host === "::1";
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const host = env.HOST?.trim() || "127.0.0.1";
+  const jwtConfigured = Boolean(env.JWT_JWKS_URL || env.JWT_PUBLIC_KEY_FILE);
+  const authDisabled = bool(env, "AUTH_DISABLED", isLoopback(host) && !jwtConfigured);
+  if (authDisabled && !isLoopback(host)) {
+    throw new ConfigError(`AUTH_DISABLED is only allowed on a loopback HOST, not "${host}"; set JWT_JWKS_URL or JWT_PUBLIC_KEY_FILE`);
+  }
+  if (!authDisabled && !jwtConfigured) {
+    // JWT validation arrives with the security issue; until then a public bind cannot be protected.
+    throw new ConfigError(`HOST "${host}" is not loopback: set JWT_JWKS_URL or JWT_PUBLIC_KEY_FILE (auth cannot be off on a public address)`);
+  }
+  const databaseUrl = env.DATABASE_URL?.trim() || undefined;
+  if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    throw new ConfigError("DATABASE_URL must be a postgres:// or postgresql:// URL");
+  }
+  const certFile = env.TLS_CERT_FILE?.trim();
+  const keyFile = env.TLS_KEY_FILE?.trim();
+  if (Boolean(certFile) !== Boolean(keyFile)) {
+    throw new ConfigError("TLS_CERT_FILE and TLS_KEY_FILE must be set together");
+  }
+  const logLevel = env.LOG_LEVEL?.trim() || "info";
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}, got "${logLevel}"`);
+  }
+  return {
+    port: int(env, "PORT", 8080, 0, 65535),
+    host,
+    dataDir: path.resolve(env.DATA_DIR?.trim() || "./.data"),
+    database: {
+      url: databaseUrl,
+      poolMax: int(env, "DB_POOL_MAX", 20, 1, 1000),
+      migrateOnStart: bool(env, "MIGRATE_ON_START", true),
+    },
+    auth: { disabled: authDisabled },
+    tls: certFile && keyFile ? { certFile, keyFile } : undefined,
+    logLevel,
+    shutdownGraceMs: int(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
+    limits: {
+      maxBodyBytes: int(env, "MAX_BODY_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
+      maxRequestMs: int(env, "MAX_REQUEST_MS", 30_000, 100, 3_600_000),
+    },
+    migrationsDir: path.resolve(env.MIGRATIONS_DIR?.trim() || new URL("../migrations", import.meta.url).pathname),
+  };
+}

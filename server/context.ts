@@ -1,0 +1,41 @@
+import type winston from "winston";
+import type { Config } from "./config.js";
+import { openPGlite, openPostgres, type DatabaseHandle } from "./db/database.js";
+import { createLogger } from "./logger.js";
+import { createMetrics, type Metrics } from "./metrics.js";
+
+// Everything a handler may use, built once and passed explicitly; there are no
+// module-level singletons, so tests build contexts against any backend.
+export class AppContext {
+  // Set once SIGTERM arrives: readiness turns false while calls drain.
+  draining = false;
+
+  constructor(
+    readonly cfg: Config,
+    readonly database: DatabaseHandle,
+    readonly logger: winston.Logger,
+    readonly metrics: Metrics,
+    readonly clock: () => Date,
+  ) {}
+
+  get db() {
+    return this.database.db;
+  }
+
+  static async fromConfig(cfg: Config, overrides: Partial<Pick<AppContext, "logger" | "clock">> = {}): Promise<AppContext> {
+    const database = cfg.database.url
+      ? openPostgres({ url: cfg.database.url, poolMax: cfg.database.poolMax, statementTimeoutMs: cfg.limits.maxRequestMs })
+      : await openPGlite(`${cfg.dataDir}/pglite`);
+    return new AppContext(
+      cfg,
+      database,
+      overrides.logger ?? createLogger(cfg.logLevel),
+      createMetrics(),
+      overrides.clock ?? (() => new Date()),
+    );
+  }
+
+  async close(): Promise<void> {
+    await this.database.close();
+  }
+}

@@ -1,0 +1,72 @@
+import type { ConnectRouter } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { Health, HealthCheckResponse_ServingStatus as Status } from "../../gen/health/v1/health_pb.js";
+import { VideoService } from "../../gen/video/v1/video_service_pb.js";
+import type { AppContext } from "../context.js";
+import { pendingMigrations } from "../db/migrate.js";
+
+// Readiness: the database answers, this build's migrations are applied, and
+// the process is not draining. Liveness is just "the process serves".
+
+export interface Readiness {
+  ready: boolean;
+  reason?: string;
+}
+
+export function readinessProbe(ctx: AppContext): () => Promise<Readiness> {
+  // Once applied, this build's migrations stay applied; stop asking.
+  let migrated = false;
+  return async () => {
+    if (ctx.draining) return { ready: false, reason: "draining" };
+    try {
+      await ctx.database.ping();
+      if (!migrated) {
+        const pending = await pendingMigrations(ctx.database, ctx.cfg.migrationsDir);
+        if (pending.length > 0) return { ready: false, reason: `migrations pending: ${pending.join(", ")}` };
+        migrated = true;
+      }
+      return { ready: true };
+    } catch {
+      return { ready: false, reason: "database unreachable" };
+    }
+  };
+}
+
+const sleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+
+const SERVICES = new Set(["", VideoService.typeName]);
+
+export default (probe: () => Promise<Readiness>, shutdown: AbortSignal) => (router: ConnectRouter) =>
+  router.service(Health, {
+    async check(req) {
+      if (!SERVICES.has(req.service)) throw new ConnectError(`unknown service ${req.service}`, Code.NotFound);
+      return { status: (await probe()).ready ? Status.SERVING : Status.NOT_SERVING };
+    },
+    async list() {
+      const status = (await probe()).ready ? Status.SERVING : Status.NOT_SERVING;
+      return { statuses: Object.fromEntries([...SERVICES].map((s) => [s, { status }])) };
+    },
+    // Sends the status now and again whenever it changes, polled once a second.
+    async *watch(req, hc) {
+      if (!SERVICES.has(req.service)) {
+        yield { status: Status.SERVICE_UNKNOWN };
+        return;
+      }
+      let last: Status | undefined;
+      while (!hc.signal.aborted && !shutdown.aborted) {
+        const status = (await probe()).ready ? Status.SERVING : Status.NOT_SERVING;
+        if (status !== last) yield { status };
+        last = status;
+        await sleep(1000, AbortSignal.any([hc.signal, shutdown]));
+      }
+    },
+  });

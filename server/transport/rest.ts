@@ -1,0 +1,225 @@
+import type * as http from "node:http";
+import type * as http2 from "node:http2";
+import { createRegistry, fromBinary, toJson, type DescMessage, type JsonObject, type JsonValue, type Registry } from "@bufbuild/protobuf";
+import type { ConnectRouter, ContextValues } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
+import { universalRequestFromNodeRequest } from "@connectrpc/connect-node";
+import type { UniversalHandler } from "@connectrpc/connect/protocol";
+import { file_google_rpc_error_details } from "../../gen/google/rpc/error_details_pb.js";
+import { RequestMappingError, checkRoutes, matchPath, requestJson, routesOf, splitPath, type Route } from "./http-rules.js";
+import { restRouteKey } from "./interceptors.js";
+import { codeFromConnectName, httpStatusOf, statusNameOf } from "./status.js";
+
+// REST (JSON over HTTP/1.1 or HTTP/2) transcoded onto the very handlers that
+// serve gRPC and Connect: a REST call becomes a Connect-protocol unary call
+// with an already-parsed JSON body, dispatched to the router's handler, so
+// it passes the same interceptors, validation and serialisation.
+
+type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
+type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
+
+export interface RestOptions {
+  maxBodyBytes: number;
+  contextValues: (req: NodeRequest) => ContextValues;
+  onInternalError: (error: unknown) => void;
+}
+
+const errorRegistry: Registry = createRegistry(file_google_rpc_error_details);
+
+const SECURITY_HEADERS: Record<string, string> = {
+  "x-content-type-options": "nosniff",
+  "cache-control": "no-store",
+};
+
+// Forwarded from the REST request to the handler; everything else stays out
+// (content-type, encodings and timeouts belong to the synthetic call).
+const FORWARDED_HEADERS = ["authorization", "traceparent", "tracestate", "x-request-id", "user-agent"];
+
+export class RestError extends Error {
+  constructor(
+    readonly code: Code,
+    message: string,
+    readonly httpStatus = httpStatusOf(code),
+  ) {
+    super(message);
+  }
+}
+
+export function sendRestError(res: NodeResponse, httpStatus: number, code: Code, message: string, details: JsonValue[] = [], extraHeaders: Record<string, string> = {}) {
+  const body = JSON.stringify({ error: { code: httpStatus, message, status: statusNameOf(code), details } });
+  send(res, httpStatus, body, extraHeaders);
+}
+
+function send(res: NodeResponse, status: number, body: string, extraHeaders: Record<string, string> = {}) {
+  if (res.headersSent) return;
+  const headers: Record<string, string | number> = {
+    ...SECURITY_HEADERS,
+    ...extraHeaders,
+    "content-type": "application/json; charset=utf-8",
+    "content-length": Buffer.byteLength(body),
+  };
+  (res as http.ServerResponse).writeHead(status, headers);
+  res.end(body);
+}
+
+async function readBody(req: NodeRequest, limit: number): Promise<Buffer> {
+  const declared = Number(req.headers["content-length"] ?? NaN);
+  if (declared > limit) throw new RestError(Code.InvalidArgument, `request body exceeds ${limit} bytes`, 413);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw new RestError(Code.InvalidArgument, `request body exceeds ${limit} bytes`, 413);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+function parseJsonBody(bytes: Buffer, contentType: string | undefined): JsonValue | undefined {
+  if (bytes.length === 0) return undefined;
+  // curl -d sends application/x-www-form-urlencoded unless told otherwise;
+  // a JSON body under that label is accepted as what the caller meant.
+  if (contentType && !/^(application\/([\w.+-]+\+)?json|application\/x-www-form-urlencoded|text\/plain)\b/i.test(contentType)) {
+    throw new RestError(Code.InvalidArgument, `unsupported content-type "${contentType.slice(0, 100)}": send application/json`, 415);
+  }
+  try {
+    return JSON.parse(bytes.toString("utf8")) as JsonValue;
+  } catch (e) {
+    throw new RestError(Code.InvalidArgument, `the request body is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+// AIP-154 and AIP-155 over HTTP: If-Match fills the etag, Idempotency-Key the request_id.
+function applyHeaders(route: Route, req: NodeRequest, request: JsonObject) {
+  const input = route.method.input;
+  const ifMatch = req.headers["if-match"];
+  if (typeof ifMatch === "string" && ifMatch !== "*") {
+    const etag = ifMatch.trim().replace(/^W\//, "").replace(/^"(.*)"$/, "$1");
+    if (input.fields.some((f) => f.name === "etag")) {
+      request.etag ??= etag;
+    } else if (route.body && route.body !== "*") {
+      const body = request[input.fields.find((f) => f.name === route.body)!.jsonName];
+      if (body && typeof body === "object" && !Array.isArray(body)) body.etag ??= etag;
+    }
+  }
+  const key = req.headers["idempotency-key"];
+  if (typeof key === "string" && input.fields.some((f) => f.name === "request_id")) {
+    request.requestId ??= key.trim();
+  }
+  // AIP-134: a PATCH without update_mask updates the fields present in the body.
+  const maskField = input.fields.find((f) => f.name === "update_mask");
+  if (req.method === "PATCH" && maskField && request.updateMask === undefined && route.body && route.body !== "*") {
+    const body = request[input.fields.find((f) => f.name === route.body)!.jsonName];
+    if (body && typeof body === "object" && !Array.isArray(body)) {
+      const message = input.fields.find((f) => f.name === route.body)!.message as DescMessage;
+      request.updateMask = Object.keys(body)
+        .map((k) => message.fields.find((f) => f.jsonName === k || f.name === k)?.name ?? k)
+        .join(",");
+    }
+  }
+}
+
+function errorDetails(details: unknown): JsonValue[] {
+  if (!Array.isArray(details)) return [];
+  const out: JsonValue[] = [];
+  for (const d of details as { type?: string; value?: string }[]) {
+    const desc = d.type ? errorRegistry.getMessage(d.type) : undefined;
+    if (!desc || typeof d.value !== "string") continue;
+    const json = toJson(desc, fromBinary(desc, Buffer.from(d.value, "base64")), { registry: errorRegistry }) as JsonObject;
+    out.push({ "@type": `type.googleapis.com/${d.type}`, ...json });
+  }
+  return out;
+}
+
+async function readAll(body: AsyncIterable<Uint8Array> | undefined): Promise<Buffer> {
+  if (!body) return Buffer.alloc(0);
+  const chunks: Uint8Array[] = [];
+  for await (const c of body) chunks.push(c);
+  return Buffer.concat(chunks);
+}
+
+export function createRestHandler(router: ConnectRouter, options: RestOptions) {
+  const handlers = new Map<string, UniversalHandler>(router.handlers.map((h) => [h.method.parent.typeName + "/" + h.method.name, h]));
+  const routes = routesOf([...new Set(router.handlers.map((h) => h.service))]).filter((r) =>
+    handlers.has(r.method.parent.typeName + "/" + r.method.name),
+  );
+  checkRoutes(routes);
+
+  function find(method: string, pathname: string) {
+    const { segments, verb } = splitPath(pathname);
+    let allowed: string[] = [];
+    for (const route of routes) {
+      const vars = matchPath(route, segments, verb);
+      if (!vars) continue;
+      if (route.httpMethod === method) return { route, vars };
+      allowed.push(route.httpMethod);
+    }
+    return { allowed };
+  }
+
+  async function handle(req: NodeRequest, res: NodeResponse): Promise<void> {
+    const url = new URL(req.url ?? "/", "http://rest.invalid");
+    let found;
+    try {
+      found = find(req.method ?? "GET", url.pathname);
+    } catch {
+      throw new RestError(Code.InvalidArgument, "the request path is not valid percent-encoding");
+    }
+    if (!("route" in found) || !found.route) {
+      if (found.allowed.length > 0) {
+        return sendRestError(res, 405, Code.Unimplemented, `method ${req.method} is not allowed on ${url.pathname}`, [], {
+          allow: [...new Set(found.allowed)].join(", "),
+        });
+      }
+      return sendRestError(res, 404, Code.NotFound, `no route for ${req.method} ${url.pathname}`);
+    }
+    const { route, vars } = found;
+    const hasBody = route.body !== "";
+    const bytes = await readBody(req, options.maxBodyBytes);
+    const body = hasBody ? parseJsonBody(bytes, req.headers["content-type"]) : undefined;
+    let request: JsonObject;
+    try {
+      request = requestJson(route, vars, url.searchParams, body);
+    } catch (e) {
+      if (e instanceof RequestMappingError) throw new RestError(Code.InvalidArgument, e.message);
+      throw e;
+    }
+    applyHeaders(route, req, request);
+
+    const handler = handlers.get(route.method.parent.typeName + "/" + route.method.name)!;
+    const header = new Headers({ "content-type": "application/json", "connect-protocol-version": "1" });
+    for (const name of FORWARDED_HEADERS) {
+      const v = req.headers[name];
+      if (typeof v === "string") header.set(name, v);
+    }
+    const values = options.contextValues(req).set(restRouteKey, `${route.httpMethod} ${route.template}`);
+    const uReq = universalRequestFromNodeRequest(req as http.IncomingMessage, res as http.ServerResponse, request, values);
+    const uRes = await handler({ ...uReq, method: "POST", url: new URL(handler.requestPath, uReq.url).toString(), header });
+    const out = await readAll(uRes.body);
+    if (uRes.status === 200) {
+      const text = out.toString("utf8");
+      const etag = route.method.output.fields.some((f) => f.name === "etag") ? (JSON.parse(text) as { etag?: string }).etag : undefined;
+      return send(res, 200, text, etag ? { etag: `"${etag}"` } : {});
+    }
+    let parsed: { code?: unknown; message?: unknown; details?: unknown } = {};
+    try {
+      parsed = JSON.parse(out.toString("utf8"));
+    } catch {
+      // Not a Connect error body; reported as internal below.
+    }
+    const code = codeFromConnectName(parsed.code);
+    const message = typeof parsed.message === "string" ? parsed.message : statusNameOf(code).toLowerCase();
+    sendRestError(res, httpStatusOf(code), code, message, errorDetails(parsed.details));
+  }
+
+  return {
+    routes,
+    handle(req: NodeRequest, res: NodeResponse) {
+      handle(req, res).catch((e: unknown) => {
+        if (e instanceof RestError) return sendRestError(res, e.httpStatus, e.code, e.message);
+        options.onInternalError(e);
+        sendRestError(res, 500, Code.Internal, "internal error");
+      });
+    },
+  };
+}

@@ -1,0 +1,24 @@
+import type { ServiceImpl } from "@connectrpc/connect";
+import type { VideoService } from "../../gen/video/v1/video_service_pb.js";
+import type { AppContext } from "../context.js";
+import { aborted, invalidArgument, notFound, type FieldViolation } from "../errors.js";
+import { sameEtag } from "./etag.js";
+import { videos } from "./repository.js";
+import { videoId } from "./rules.js";
+
+export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => ({
+  async deleteVideo(req) {
+    const violations: FieldViolation[] = [];
+    const id = videoId(req.id, "id", violations);
+    if (violations.length > 0) throw invalidArgument(violations);
+    await ctx.db.transaction().execute(async (trx) => {
+      const current = await videos.findForUpdate(trx, id);
+      if (!current) throw notFound(`video ${id}`);
+      if (req.etag !== "" && !sameEtag(req.etag, current.etag)) {
+        throw aborted(`video ${id} was changed since etag ${req.etag} was read`);
+      }
+      await videos.remove(trx, id);
+    });
+    return {};
+  },
+});

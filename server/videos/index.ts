@@ -1,0 +1,17 @@
+import type { ConnectRouter } from "@connectrpc/connect";
+import { VideoService } from "../../gen/video/v1/video_service_pb.js";
+import type { AppContext } from "../context.js";
+import createVideo from "./create-video.js";
+import deleteVideo from "./delete-video.js";
+import getVideo from "./get-video.js";
+import listVideos from "./list-videos.js";
+import updateVideo from "./update-video.js";
+
+export default (ctx: AppContext) => (router: ConnectRouter) =>
+  router.service(VideoService, {
+    ...createVideo(ctx),
+    ...getVideo(ctx),
+    ...listVideos(ctx),
+    ...updateVideo(ctx),
+    ...deleteVideo(ctx),
+  });

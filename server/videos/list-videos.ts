@@ -1,0 +1,21 @@
+import type { ServiceImpl } from "@connectrpc/connect";
+import type { VideoService } from "../../gen/video/v1/video_service_pb.js";
+import type { AppContext } from "../context.js";
+import { invalidArgument } from "../errors.js";
+import { toVideo } from "./convert.js";
+import { listQuery, pageToken } from "./list-query.js";
+import { cursorOf, videos } from "./repository.js";
+
+export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => ({
+  async listVideos(req) {
+    const { query, violations } = listQuery(req);
+    if (violations.length > 0) throw invalidArgument(violations);
+    const rows = await videos.list(ctx.db, query);
+    const page = rows.slice(0, query.pageSize);
+    const more = rows.length > query.pageSize;
+    return {
+      videos: page.map(toVideo),
+      nextPageToken: more ? pageToken.encode(query.fingerprint, cursorOf(query, page[page.length - 1])) : "",
+    };
+  },
+});

@@ -1,0 +1,35 @@
+import type { ServiceImpl } from "@connectrpc/connect";
+import type { VideoService } from "../../gen/video/v1/video_service_pb.js";
+import type { AppContext } from "../context.js";
+import { aborted, invalidArgument, notFound } from "../errors.js";
+import { toVideo } from "./convert.js";
+import { newEtag, sameEtag } from "./etag.js";
+import { videos } from "./repository.js";
+import { updateMaskFields, videoFields, videoId } from "./rules.js";
+
+export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => ({
+  async updateVideo(req) {
+    if (!req.video) throw invalidArgument([{ field: "video", description: "is required" }]);
+    const { fields, violations } = updateMaskFields(req.updateMask?.paths);
+    const id = videoId(req.video.id, "video.id", violations);
+    const { value, violations: fieldViolations } = videoFields(req.video, fields);
+    violations.push(...fieldViolations);
+    if (violations.length > 0) throw invalidArgument(violations);
+
+    return ctx.db.transaction().execute(async (trx) => {
+      const current = await videos.findForUpdate(trx, id);
+      if (!current) throw notFound(`video ${id}`);
+      if (req.video!.etag !== "" && !sameEtag(req.video!.etag, current.etag)) {
+        throw aborted(`video ${id} was changed since etag ${req.video!.etag} was read`);
+      }
+      const { labels, ...rest } = value;
+      const row = await videos.update(trx, id, {
+        ...rest,
+        ...(labels === undefined ? {} : { labels: JSON.stringify(labels) }),
+        etag: newEtag(),
+        update_time: ctx.clock(),
+      });
+      return toVideo(row);
+    });
+  },
+});
