@@ -54,8 +54,12 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError(`AUTH_DISABLED is only allowed on a loopback HOST, not "${host}"; set JWT_JWKS_URL or JWT_PUBLIC_KEY_FILE`);
   }
   if (!authDisabled && !jwtConfigured) {
-    // JWT validation arrives with the security issue; until then a public bind cannot be protected.
     throw new ConfigError(`HOST "${host}" is not loopback: set JWT_JWKS_URL or JWT_PUBLIC_KEY_FILE (auth cannot be off on a public address)`);
+  }
+  if (!authDisabled) {
+    // Token validation is not built yet: accepting JWT settings would serve
+    // every caller unauthenticated while looking protected.
+    throw new ConfigError("JWT_JWKS_URL / JWT_PUBLIC_KEY_FILE: token validation is not available in this build; bind HOST to a loopback address");
   }
   const databaseUrl = env.DATABASE_URL?.trim() || undefined;
   if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
