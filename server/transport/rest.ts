@@ -112,8 +112,9 @@ function applyHeaders(route: Route, req: NodeRequest, request: JsonObject) {
     const body = request[input.fields.find((f) => f.name === route.body)!.jsonName];
     if (body && typeof body === "object" && !Array.isArray(body)) {
       const message = input.fields.find((f) => f.name === route.body)!.message as DescMessage;
+      // FieldMask's JSON form takes lowerCamelCase paths ("ownerId"), not "owner_id".
       request.updateMask = Object.keys(body)
-        .map((k) => message.fields.find((f) => f.jsonName === k || f.name === k)?.name ?? k)
+        .map((k) => message.fields.find((f) => f.jsonName === k || f.name === k)?.jsonName ?? k)
         .join(",");
     }
   }
