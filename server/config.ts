@@ -17,6 +17,13 @@ export interface Config {
   shutdownGraceMs: number;
   limits: { maxBodyBytes: number; maxRequestMs: number };
   migrationsDir: string;
+  events: {
+    pubsub: { projectId: string | undefined; topic: string } | undefined;
+    format: "json" | "protobuf";
+    retentionMs: number;
+    relayPollMs: number;
+    relayBatchSize: number;
+  };
 }
 
 type Env = Record<string, string | undefined>;
@@ -36,6 +43,40 @@ function bool(env: Env, name: string, fallback: boolean): boolean {
   if (["true", "1", "yes"].includes(raw)) return true;
   if (["false", "0", "no"].includes(raw)) return false;
   throw new ConfigError(`${name} must be true or false, got "${env[name]}"`);
+}
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** "7d", "12h", "30m", "45s", "500ms", or a bare number of milliseconds. */
+export function parseDuration(raw: string): number | undefined {
+  const m = /^(\d+)\s*(ms|s|m|h|d)?$/.exec(raw.trim());
+  return m ? Number(m[1]) * UNITS[m[2] ?? "ms"] : undefined;
+}
+
+function duration(env: Env, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const ms = parseDuration(raw);
+  if (ms === undefined || ms <= 0) throw new ConfigError(`${name} must be a duration such as 7d, 12h, 30m or 45s, got "${raw}"`);
+  return ms;
+}
+
+function events(env: Env): Config["events"] {
+  const topic = env.PUBSUB_TOPIC?.trim() || undefined;
+  const projectId = env.PUBSUB_PROJECT_ID?.trim() || undefined;
+  if (topic && !/^[A-Za-z][\w.~+%-]{2,254}$/.test(topic)) {
+    throw new ConfigError(`PUBSUB_TOPIC must be a Pub/Sub topic id (3-255 characters, starting with a letter), got "${topic}"`);
+  }
+  if (topic && !projectId) throw new ConfigError("PUBSUB_PROJECT_ID must be set when PUBSUB_TOPIC is");
+  const format = env.EVENTS_FORMAT?.trim() || "json";
+  if (format !== "json" && format !== "protobuf") throw new ConfigError(`EVENTS_FORMAT must be json or protobuf, got "${format}"`);
+  return {
+    pubsub: topic ? { projectId, topic } : undefined,
+    format,
+    retentionMs: duration(env, "OUTBOX_RETENTION", 7 * UNITS.d),
+    relayPollMs: int(env, "RELAY_POLL_MS", 1000, 10, 600_000),
+    relayBatchSize: int(env, "RELAY_BATCH_SIZE", 200, 1, 5000),
+  };
 }
 
 const LOG_LEVELS = ["error", "warn", "info", "http", "verbose", "debug", "silly"];
@@ -91,6 +132,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxBodyBytes: int(env, "MAX_BODY_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
       maxRequestMs: int(env, "MAX_REQUEST_MS", 30_000, 100, 3_600_000),
     },
+    events: events(env),
     migrationsDir: path.resolve(env.MIGRATIONS_DIR?.trim() || new URL("../migrations", import.meta.url).pathname),
   };
 }

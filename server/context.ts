@@ -1,6 +1,7 @@
 import type winston from "winston";
 import type { Config } from "./config.js";
 import { openPGlite, openPostgres, type DatabaseHandle } from "./db/database.js";
+import { LogPublisher, PubSubPublisher, type EventPublisher } from "./events/publishers.js";
 import { createLogger } from "./logger.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 
@@ -16,6 +17,7 @@ export class AppContext {
     readonly logger: winston.Logger,
     readonly metrics: Metrics,
     readonly clock: () => Date,
+    readonly publisher: EventPublisher,
   ) {}
 
   get db() {
@@ -26,16 +28,14 @@ export class AppContext {
     const database = cfg.database.url
       ? openPostgres({ url: cfg.database.url, poolMax: cfg.database.poolMax, statementTimeoutMs: cfg.limits.maxRequestMs })
       : await openPGlite(`${cfg.dataDir}/pglite`);
-    return new AppContext(
-      cfg,
-      database,
-      overrides.logger ?? createLogger(cfg.logLevel),
-      createMetrics(),
-      overrides.clock ?? (() => new Date()),
-    );
+    const logger = overrides.logger ?? createLogger(cfg.logLevel);
+    const pubsub = cfg.events.pubsub;
+    const publisher = pubsub ? new PubSubPublisher({ projectId: pubsub.projectId, topic: pubsub.topic }) : new LogPublisher(logger);
+    return new AppContext(cfg, database, logger, createMetrics(), overrides.clock ?? (() => new Date()), publisher);
   }
 
   async close(): Promise<void> {
+    await this.publisher.close();
     await this.database.close();
   }
 }

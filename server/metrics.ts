@@ -20,6 +20,36 @@ export function createMetrics() {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],
     }),
+    eventsPublished: new Counter({
+      name: "events_published_total",
+      help: "Events delivered by the outbox relay, by event type and publisher",
+      labelNames: ["type", "publisher"] as const,
+      registers: [registry],
+    }),
+    eventsFailed: new Counter({
+      name: "events_publish_failures_total",
+      help: "Event publish attempts that failed and will be retried",
+      labelNames: ["type", "publisher"] as const,
+      registers: [registry],
+    }),
+    eventsParked: new Counter({
+      name: "events_parked_total",
+      help: "Events set aside because they cannot be published at all (undecodable)",
+      labelNames: ["type"] as const,
+      registers: [registry],
+    }),
+    publishLag: new Histogram({
+      name: "events_commit_to_publish_seconds",
+      help: "Time from an event's commit to its publication",
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+      registers: [registry],
+    }),
+    relayBatchSize: new Histogram({
+      name: "events_relay_batch_size",
+      help: "Events claimed per relay batch",
+      buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500],
+      registers: [registry],
+    }),
   };
 }
 

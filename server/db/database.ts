@@ -21,6 +21,8 @@ export interface DatabaseHandle {
   readonly db: Kysely<Database>;
   withSession<T>(fn: (session: ScriptSession) => Promise<T>): Promise<T>;
   ping(): Promise<void>;
+  /** LISTEN on a channel; resolves to an unlisten function. onLost fires if the listening connection drops. */
+  listen(channel: string, onNotify: () => void, onLost: (error: Error) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 
@@ -65,6 +67,19 @@ export function openPostgres(options: PostgresOptions): DatabaseHandle {
     async ping() {
       await pool.query({ text: "select 1" });
     },
+    async listen(channel, onNotify, onLost) {
+      // A dedicated connection outside the pool: LISTEN is session state.
+      const client = new pg.Client({ connectionString: options.url, application_name: "video-management-service/listen" });
+      client.on("notification", (n) => n.channel === channel && onNotify());
+      client.on("error", (e) => onLost(e));
+      await client.connect();
+      await client.query(`LISTEN "${channel.replace(/"/g, "")}"`);
+      return async () => {
+        client.removeAllListeners("error");
+        client.on("error", () => {});
+        await client.end().catch(() => {});
+      };
+    },
     async close() {
       await db.destroy();
     },
@@ -91,6 +106,9 @@ export async function openPGlite(dataDir: string | undefined): Promise<DatabaseH
     },
     async ping() {
       await pglite.query("select 1");
+    },
+    async listen(channel, onNotify) {
+      return pglite.listen(channel, () => onNotify());
     },
     async close() {
       await db.destroy();

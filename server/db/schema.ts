@@ -30,6 +30,22 @@ export interface VideosTable {
   etag: string;
   create_time: Timestamp;
   update_time: Timestamp;
+  event_sequence: ColumnType<string, number | string | undefined, number | string>;
+}
+
+export interface OutboxTable {
+  id: Generated<string>;
+  event_id: string;
+  video_id: string;
+  sequence: ColumnType<string, number | string, number | string>;
+  type: string;
+  payload: Uint8Array;
+  create_time: Timestamp;
+  publish_position: ColumnType<string | null, never, number | string>;
+  publish_time: ColumnType<Date | null, never, Date | string>;
+  attempts: ColumnType<number, never, number>;
+  last_error: ColumnType<string | null, never, string | null>;
+  parked_time: ColumnType<Date | null, never, Date | string>;
 }
 
 export interface VideoCreateRequestsTable {
@@ -56,5 +72,6 @@ export interface FlywaySchemaHistoryTable {
 export interface Database {
   videos: VideosTable;
   video_create_requests: VideoCreateRequestsTable;
+  outbox: OutboxTable;
   flyway_schema_history: FlywaySchemaHistoryTable;
 }

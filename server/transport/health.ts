@@ -1,6 +1,7 @@
 import type { ConnectRouter } from "@connectrpc/connect";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../../gen/health/v1/health_pb.js";
+import { EventService } from "../../gen/video/v1/event_service_pb.js";
 import { VideoService } from "../../gen/video/v1/video_service_pb.js";
 import type { AppContext } from "../context.js";
 import { pendingMigrations } from "../db/migrate.js";
@@ -20,6 +21,8 @@ export function readinessProbe(ctx: AppContext): () => Promise<Readiness> {
     if (ctx.draining) return { ready: false, reason: "draining" };
     try {
       await ctx.database.ping();
+      const bus = await ctx.publisher.unreadyReason();
+      if (bus) return { ready: false, reason: bus };
       if (!migrated) {
         const pending = await pendingMigrations(ctx.database, ctx.cfg.migrationsDir);
         if (pending.length > 0) return { ready: false, reason: `migrations pending: ${pending.join(", ")}` };
@@ -43,7 +46,7 @@ const sleep = (ms: number, signal: AbortSignal) =>
     signal.addEventListener("abort", done, { once: true });
   });
 
-const SERVICES = new Set(["", VideoService.typeName]);
+const SERVICES = new Set(["", VideoService.typeName, EventService.typeName]);
 
 export default (probe: () => Promise<Readiness>, shutdown: AbortSignal) => (router: ConnectRouter) =>
   router.service(Health, {

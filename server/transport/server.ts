@@ -3,8 +3,11 @@ import type * as http from "node:http";
 import { createConnectRouter, createContextValues } from "@connectrpc/connect";
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { Health } from "../../gen/health/v1/health_pb.js";
+import { EventService } from "../../gen/video/v1/event_service_pb.js";
 import { VideoService } from "../../gen/video/v1/video_service_pb.js";
 import type { AppContext } from "../context.js";
+import eventRoutes from "../events/event-service.js";
+import { OutboxRelay } from "../events/relay.js";
 import videoRoutes from "../videos/index.js";
 import healthRoutes, { readinessProbe } from "./health.js";
 import { observe, publicErrors } from "./interceptors.js";
@@ -18,6 +21,12 @@ import { createRestHandler } from "./rest.js";
 
 export function createServer(ctx: AppContext) {
   const shutdown = new AbortController();
+  const relay = new OutboxRelay(ctx, {
+    batchSize: ctx.cfg.events.relayBatchSize,
+    pollMs: ctx.cfg.events.relayPollMs,
+    retentionMs: ctx.cfg.events.retentionMs,
+    format: ctx.cfg.events.format,
+  });
   const probe = readinessProbe(ctx);
   const router = createConnectRouter({
     interceptors: [observe(ctx.logger, ctx.metrics), publicErrors(ctx.logger)],
@@ -25,8 +34,9 @@ export function createServer(ctx: AppContext) {
     maxTimeoutMs: ctx.cfg.limits.maxRequestMs,
   });
   videoRoutes(ctx)(router);
+  eventRoutes(() => ctx.db, relay, shutdown.signal)(router);
   healthRoutes(probe, shutdown.signal)(router);
-  reflectionRoutes([VideoService, Health])(router);
+  reflectionRoutes([VideoService, EventService, Health])(router);
 
   const contextValues = () => createContextValues();
   const rest = createRestHandler(router, {
@@ -91,12 +101,22 @@ export function createServer(ctx: AppContext) {
   return {
     listener,
     routes: rest.routes,
-    listen: (port: number, host: string) => listener.listen(port, host),
-    /** Stops accepting, reports not ready, lets in-flight calls finish within graceMs. */
+    relay,
+    async listen(port: number, host: string) {
+      const address = await listener.listen(port, host);
+      relay.start();
+      return address;
+    },
+    /**
+     * Stops accepting, reports not ready, lets in-flight calls finish within
+     * graceMs, then lets the relay finish its batch (published and marked, or
+     * left pending).
+     */
     async close(graceMs: number) {
       ctx.draining = true;
       shutdown.abort();
       await listener.close(graceMs);
+      await relay.stop();
     },
   };
 }

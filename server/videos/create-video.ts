@@ -1,9 +1,12 @@
 import { createHash } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { v7 as uuidv7 } from "uuid";
+import { VideoCreatedSchema } from "../../gen/video/v1/events_pb.js";
 import type { VideoService } from "../../gen/video/v1/video_service_pb.js";
 import { callerOf } from "../auth/caller.js";
 import type { AppContext } from "../context.js";
+import { appendEvent } from "../events/outbox.js";
 import { alreadyExists, invalidArgument, notFound } from "../errors.js";
 import { toVideo } from "./convert.js";
 import { newEtag } from "./etag.js";
@@ -60,8 +63,11 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
         etag: newEtag(),
         create_time: now,
         update_time: now,
+        event_sequence: 1,
       });
-      return toVideo(row);
+      const video = toVideo(row);
+      await appendEvent(trx, { videoId: id, sequence: 1, schema: VideoCreatedSchema, payload: create(VideoCreatedSchema, { video }), time: now });
+      return video;
     });
   },
 });

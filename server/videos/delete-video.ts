@@ -1,6 +1,9 @@
+import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
+import { VideoDeletedSchema } from "../../gen/video/v1/events_pb.js";
 import type { VideoService } from "../../gen/video/v1/video_service_pb.js";
 import type { AppContext } from "../context.js";
+import { appendEvent } from "../events/outbox.js";
 import { aborted, invalidArgument, notFound, type FieldViolation } from "../errors.js";
 import { sameEtag } from "./etag.js";
 import { videos } from "./repository.js";
@@ -18,6 +21,9 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
         throw aborted(`video ${id} was changed since etag ${req.etag} was read`);
       }
       await videos.remove(trx, id);
+      const sequence = (BigInt(current.event_sequence) + 1n).toString();
+      const payload = create(VideoDeletedSchema, { videoId: id, ownerId: current.owner_id });
+      await appendEvent(trx, { videoId: id, sequence, schema: VideoDeletedSchema, payload, time: ctx.clock() });
     });
     return {};
   },

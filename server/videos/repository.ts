@@ -20,6 +20,7 @@ export const videoColumns = [
   "etag",
   "create_time",
   "update_time",
+  "event_sequence",
 ] as const satisfies readonly (keyof VideosTable)[];
 
 export type VideoRow = Pick<Selectable<VideosTable>, (typeof videoColumns)[number]>;

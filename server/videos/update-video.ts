@@ -1,6 +1,9 @@
+import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
+import { VideoUpdatedSchema } from "../../gen/video/v1/events_pb.js";
 import type { VideoService } from "../../gen/video/v1/video_service_pb.js";
 import type { AppContext } from "../context.js";
+import { appendEvent } from "../events/outbox.js";
 import { aborted, invalidArgument, notFound } from "../errors.js";
 import { toVideo } from "./convert.js";
 import { newEtag, sameEtag } from "./etag.js";
@@ -23,13 +26,19 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
         throw aborted(`video ${id} was changed since etag ${req.video!.etag} was read`);
       }
       const { labels, ...rest } = value;
+      const now = ctx.clock();
+      const sequence = BigInt(current.event_sequence) + 1n;
       const row = await videos.update(trx, id, {
         ...rest,
         ...(labels === undefined ? {} : { labels: JSON.stringify(labels) }),
         etag: newEtag(),
-        update_time: ctx.clock(),
+        update_time: now,
+        event_sequence: sequence.toString(),
       });
-      return toVideo(row);
+      const video = toVideo(row);
+      const payload = create(VideoUpdatedSchema, { video, updateMask: { paths: [...fields] } });
+      await appendEvent(trx, { videoId: id, sequence: sequence.toString(), schema: VideoUpdatedSchema, payload, time: now });
+      return video;
     });
   },
 });

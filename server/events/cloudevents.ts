@@ -1,0 +1,67 @@
+import { createRegistry, fromBinary, toJsonString, type DescMessage, type Message } from "@bufbuild/protobuf";
+import { file_video_v1_events } from "../../gen/video/v1/events_pb.js";
+
+// CloudEvents 1.0 in binary content mode over the Pub/Sub protocol binding
+// (https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/pubsub-protocol-binding.md):
+// context attributes become `ce-` message attributes, data is the message body.
+
+export const EVENT_SOURCE = "//video-management-service/video.v1.VideoService";
+
+const registry = createRegistry(file_video_v1_events);
+
+export type EventsFormat = "json" | "protobuf";
+
+export interface StoredEvent {
+  id: string;
+  event_id: string;
+  video_id: string;
+  sequence: string;
+  type: string;
+  payload: Uint8Array;
+  create_time: Date;
+}
+
+export interface CloudEvent {
+  attributes: Record<string, string>;
+  data: Buffer;
+  orderingKey: string;
+}
+
+export class UndecodableEvent extends Error {}
+
+/** The message schema of an event type, or an UndecodableEvent. */
+export function eventSchema(type: string): DescMessage {
+  const desc = registry.getMessage(type);
+  if (!desc) throw new UndecodableEvent(`unknown event type "${type}"`);
+  return desc;
+}
+
+export function decodePayload(event: Pick<StoredEvent, "type" | "payload">): Message {
+  const desc = eventSchema(event.type);
+  try {
+    return fromBinary(desc, event.payload);
+  } catch (e) {
+    throw new UndecodableEvent(`payload of ${event.type} does not decode: ${(e as Error).message}`);
+  }
+}
+
+export function toCloudEvent(event: StoredEvent, format: EventsFormat): CloudEvent {
+  const desc = eventSchema(event.type);
+  const message = decodePayload(event);
+  const data =
+    format === "json" ? Buffer.from(toJsonString(desc, message, { registry })) : Buffer.from(event.payload);
+  return {
+    attributes: {
+      "ce-specversion": "1.0",
+      "ce-id": event.event_id,
+      "ce-source": EVENT_SOURCE,
+      "ce-type": event.type,
+      "ce-subject": event.video_id,
+      "ce-time": new Date(event.create_time).toISOString(),
+      "ce-sequence": String(event.sequence),
+      "content-type": format === "json" ? "application/json" : "application/protobuf",
+    },
+    data,
+    orderingKey: event.video_id,
+  };
+}

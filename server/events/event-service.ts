@@ -1,0 +1,98 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
+import type { Kysely } from "kysely";
+import { EventSchema, EventService, type Event } from "../../gen/video/v1/event_service_pb.js";
+import type { Database } from "../db/schema.js";
+import { invalidArgument, type FieldViolation } from "../errors.js";
+import { videoId } from "../videos/rules.js";
+import { decodePayload } from "./cloudevents.js";
+import type { OutboxRelay } from "./relay.js";
+
+// Replay of published events from the outbox history (kept for
+// OUTBOX_RETENTION). Only published events are shown, in publish_position
+// order, which grows in commit order, so a cursor never skips one.
+
+const PAGE = { default: 100, max: 1000 };
+
+// Event.payload's oneof case for each event type, read from the contract.
+const payloadCase = new Map(
+  EventSchema.oneofs[0].fields.map((f) => [f.message!.typeName, f.localName as NonNullable<Event["payload"]["case"]>]),
+);
+
+interface EventRow {
+  event_id: string;
+  video_id: string;
+  sequence: string;
+  type: string;
+  payload: Uint8Array;
+  create_time: Date;
+  publish_position: string | null;
+}
+
+function toEvent(row: EventRow): Event {
+  return create(EventSchema, {
+    id: row.event_id,
+    type: row.type,
+    subject: row.video_id,
+    sequence: BigInt(row.sequence),
+    time: timestampFromDate(new Date(row.create_time)),
+    cursor: String(row.publish_position),
+    payload: { case: payloadCase.get(row.type), value: decodePayload(row) } as Event["payload"],
+  });
+}
+
+function parseFilter(req: { after: string; videoId: string }) {
+  const out: FieldViolation[] = [];
+  if (req.after !== "" && !/^\d{1,18}$/.test(req.after)) out.push({ field: "after", description: "is not a cursor returned by this service" });
+  const id = req.videoId === "" ? undefined : videoId(req.videoId, "video_id", out);
+  if (out.length > 0) throw invalidArgument(out);
+  return { after: req.after === "" ? "0" : req.after, videoId: id };
+}
+
+function page(db: Kysely<Database>, after: string, video: string | undefined, limit: number) {
+  let q = db
+    .selectFrom("outbox")
+    .select(["event_id", "video_id", "sequence", "type", "payload", "create_time", "publish_position"])
+    .where("publish_position", ">", after);
+  if (video) q = q.where("video_id", "=", video);
+  return q.orderBy("publish_position").limit(limit).execute() as Promise<EventRow[]>;
+}
+
+function nextPublication(relay: OutboxRelay, hc: HandlerContext, shutdown: AbortSignal, pollMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const signal = AbortSignal.any([hc.signal, shutdown]);
+    const done = () => {
+      clearTimeout(timer);
+      relay.off("published", done);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    // Events relayed by other replicas are seen by polling.
+    const timer = setTimeout(done, pollMs);
+    relay.on("published", done);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+export default (db: () => Kysely<Database>, relay: OutboxRelay, shutdown: AbortSignal) => (router: ConnectRouter) =>
+  router.service(EventService, {
+    async listEvents(req) {
+      if (req.pageSize < 0) throw invalidArgument([{ field: "page_size", description: "must not be negative" }]);
+      const { after, videoId } = parseFilter(req);
+      const size = req.pageSize === 0 ? PAGE.default : Math.min(req.pageSize, PAGE.max);
+      const rows = await page(db(), after, videoId, size);
+      return { events: rows.map(toEvent), nextCursor: rows.length > 0 ? String(rows[rows.length - 1].publish_position) : req.after };
+    },
+
+    async *watchEvents(req, hc) {
+      let { after } = parseFilter(req);
+      const { videoId } = parseFilter(req);
+      while (!hc.signal.aborted && !shutdown.aborted) {
+        const rows = await page(db(), after, videoId, 500);
+        for (const row of rows) yield toEvent(row);
+        if (rows.length > 0) after = String(rows[rows.length - 1].publish_position);
+        else await nextPublication(relay, hc, shutdown, 1000);
+      }
+    },
+  });

@@ -1,0 +1,86 @@
+import { PubSub, type Topic } from "@google-cloud/pubsub";
+import type winston from "winston";
+import type { CloudEvent } from "./cloudevents.js";
+
+// Where the relay delivers: Google Cloud Pub/Sub, or — on the embedded
+// defaults — the log, one JSON line per event. The relay treats both alike.
+
+export interface EventPublisher {
+  readonly name: string;
+  /** Publishes in order; settles per event, so one failure does not hide another's success. */
+  publish(events: CloudEvent[]): Promise<PromiseSettledResult<unknown>[]>;
+  /** Undefined when ready to publish; otherwise why not. */
+  unreadyReason(): Promise<string | undefined>;
+  close(): Promise<void>;
+}
+
+export class LogPublisher implements EventPublisher {
+  readonly name = "log";
+  constructor(private readonly logger: winston.Logger) {}
+
+  async publish(events: CloudEvent[]) {
+    return events.map((e) => {
+      this.logger.info("event", { channel: "events", attributes: e.attributes, data: e.data.toString(e.attributes["content-type"] === "application/json" ? "utf8" : "base64") });
+      return { status: "fulfilled", value: undefined } as const;
+    });
+  }
+
+  async unreadyReason() {
+    return undefined;
+  }
+
+  async close() {}
+}
+
+export interface PubSubOptions {
+  projectId: string | undefined;
+  topic: string;
+  // Per publish RPC; a stalled bus fails the batch instead of holding it.
+  timeoutMs?: number;
+}
+
+export class PubSubPublisher implements EventPublisher {
+  readonly name = "pubsub";
+  private readonly client: PubSub;
+  private readonly topic: Topic;
+  private topicSeen = false;
+
+  constructor(options: PubSubOptions) {
+    this.client = new PubSub({ projectId: options.projectId });
+    this.topic = this.client.topic(options.topic, {
+      messageOrdering: true,
+      batching: { maxMessages: 500, maxMilliseconds: 5 },
+      gaxOpts: { timeout: options.timeoutMs ?? 10_000, retry: null },
+    });
+  }
+
+  async publish(events: CloudEvent[]) {
+    const results = await Promise.allSettled(
+      events.map((e) => this.topic.publishMessage({ data: e.data, attributes: e.attributes, orderingKey: e.orderingKey })),
+    );
+    // After a failure the client pauses the ordering key (so later events of
+    // that video cannot overtake); the relay retries them, so resume it.
+    results.forEach((r, i) => {
+      if (r.status === "rejected") this.topic.resumePublishing(events[i].orderingKey);
+    });
+    return results;
+  }
+
+  // Topics are infrastructure: the service never creates one, it reports.
+  async unreadyReason() {
+    if (this.topicSeen) return undefined;
+    try {
+      await this.topic.getMetadata({ timeout: 5_000, retry: null });
+      this.topicSeen = true;
+      return undefined;
+    } catch (e) {
+      if ((e as { code?: number }).code === 5) return `Pub/Sub topic ${this.topic.name} does not exist`;
+      return `Pub/Sub is unreachable: ${(e as Error).message.split("\n")[0]}`;
+    }
+  }
+
+  async close() {
+    await this.topic.flush().catch(() => {});
+    await this.client.close();
+  }
+}
