@@ -45,6 +45,16 @@ export interface ListQuery {
   fingerprint: string;
 }
 
+// google.protobuf.Timestamp's range; PostgreSQL (and JavaScript) can hold every
+// instant in it, so nothing outside it may reach a query.
+const MIN_TIME = Date.parse("0001-01-01T00:00:00.000Z");
+const MAX_TIME = Date.parse("9999-12-31T23:59:59.999Z");
+const inTimestampRange = (ms: number) => ms >= MIN_TIME && ms <= MAX_TIME;
+
+// Long enough for every token the server issues (a title cursor of 200
+// four-byte characters encodes to ~1.2 KiB), short enough to bound the work.
+const MAX_TOKEN_LENGTH = 2048;
+
 const ORDER = /^(create_time|update_time|title)(?:\s+(asc|desc))?$/;
 
 export function parseOrderBy(raw: string, out: FieldViolation[]): Order {
@@ -80,16 +90,26 @@ function parseFilters(req: ListVideosRequest, out: FieldViolation[]): Filters {
     const eq = pair.indexOf("=");
     const key = eq < 0 ? "" : pair.slice(0, eq);
     const value = eq < 0 ? "" : pair.slice(eq + 1);
-    if (!/^[a-z][a-z0-9_.-]{0,62}$/.test(key) || value.length > 256 || value.includes("\u0000")) {
+    // Characters, not UTF-16 units: the same measure as a stored label value (rules.ts).
+    if (!/^[a-z][a-z0-9_.-]{0,62}$/.test(key) || [...value].length > 256 || value.includes("\u0000")) {
       out.push({ field: `labels[${i}]`, description: 'must be "key=value" with a valid label key and value' });
+    } else if (key in filters.labels && filters.labels[key] !== value) {
+      // A video holds one value per key: env=a AND env=b can match nothing.
+      out.push({ field: `labels[${i}]`, description: `key "${key}" is already given with another value` });
     } else {
       filters.labels[key] = value;
     }
   });
-  if (req.createTimeAfter) filters.createTimeAfter = timestampDate(req.createTimeAfter);
-  if (req.createTimeBefore) filters.createTimeBefore = timestampDate(req.createTimeBefore);
-  for (const [field, d] of [["create_time_after", filters.createTimeAfter], ["create_time_before", filters.createTimeBefore]] as const) {
-    if (d && Number.isNaN(d.getTime())) out.push({ field, description: "is not a valid time" });
+  for (const [field, ts] of [["create_time_after", req.createTimeAfter], ["create_time_before", req.createTimeBefore]] as const) {
+    if (!ts) continue;
+    const d = timestampDate(ts);
+    if (!inTimestampRange(d.getTime())) {
+      out.push({ field, description: "must be a time between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z" });
+    } else if (field === "create_time_after") {
+      filters.createTimeAfter = d;
+    } else {
+      filters.createTimeBefore = d;
+    }
   }
   if (req.q !== "") {
     if ([...req.q].length > 200 || /[\u0000-\u001f]/.test(req.q)) out.push({ field: "q", description: "must be at most 200 characters without control characters" });
@@ -121,19 +141,23 @@ export const pageToken = {
 
   /** Returns the cursor, or a description of why the token is unusable. */
   decode(token: string, fingerprint: string, order: Order): Cursor | string {
-    if (token.length > 1024 || !/^[A-Za-z0-9_-]+$/.test(token)) return "is not a valid page token";
+    if (token.length > MAX_TOKEN_LENGTH || !/^[A-Za-z0-9_-]+$/.test(token)) return "is not a valid page token";
     let parsed: unknown;
     try {
       parsed = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
     } catch {
       return "is not a valid page token";
     }
-    const { f, v, i } = (parsed ?? {}) as Record<string, unknown>;
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed) || Object.keys(parsed).length !== 3) {
+      return "is not a valid page token";
+    }
+    const { f, v, i } = parsed as Record<string, unknown>;
     if (typeof f !== "string" || typeof v !== "string" || typeof i !== "string" || !isUuid(i)) {
       return "is not a valid page token";
     }
     if (f !== fingerprint) return "was issued for different filters or order_by";
-    if (order.column !== "title" && Number.isNaN(Date.parse(v))) return "is not a valid page token";
+    // The value becomes a query parameter: only what the server could have issued.
+    if (order.column === "title" ? v.includes("\u0000") : !inTimestampRange(Date.parse(v))) return "is not a valid page token";
     return { value: v, id: i };
   },
 };
