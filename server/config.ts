@@ -11,7 +11,7 @@ export interface Config {
   host: string;
   dataDir: string;
   database: { url: string | undefined; poolMax: number; migrateOnStart: boolean };
-  auth: { disabled: boolean };
+  auth: { disabled: boolean; jwt: JwtConfig | undefined };
   tls: { certFile: string; keyFile: string } | undefined;
   logLevel: string;
   shutdownGraceMs: number;
@@ -27,6 +27,27 @@ export interface Config {
 }
 
 type Env = Record<string, string | undefined>;
+
+export interface JwtConfig {
+  jwksUrl: string | undefined;
+  publicKeyFile: string | undefined;
+  issuer: string;
+  audience: string;
+  rolesClaim: string;
+}
+
+function jwtConfig(env: Env): JwtConfig | undefined {
+  const jwksUrl = env.JWT_JWKS_URL?.trim() || undefined;
+  const publicKeyFile = env.JWT_PUBLIC_KEY_FILE?.trim() || undefined;
+  if (!jwksUrl && !publicKeyFile) return undefined;
+  if (jwksUrl && publicKeyFile) throw new ConfigError("set one of JWT_JWKS_URL and JWT_PUBLIC_KEY_FILE, not both");
+  if (jwksUrl && !/^https?:\/\//.test(jwksUrl)) throw new ConfigError("JWT_JWKS_URL must be an http(s) URL");
+  const issuer = env.JWT_ISSUER?.trim();
+  const audience = env.JWT_AUDIENCE?.trim();
+  if (!issuer) throw new ConfigError("JWT_ISSUER must be set when JWT validation is configured");
+  if (!audience) throw new ConfigError("JWT_AUDIENCE must be set when JWT validation is configured");
+  return { jwksUrl, publicKeyFile, issuer, audience, rolesClaim: env.JWT_ROLES_CLAIM?.trim() || "roles" };
+}
 
 function int(env: Env, name: string, fallback: number, min: number, max: number): number {
   const raw = env[name];
@@ -89,18 +110,13 @@ export function isLoopback(host: string): boolean {
 
 export function loadConfig(env: Env = process.env): Config {
   const host = env.HOST?.trim() || "127.0.0.1";
-  const jwtConfigured = Boolean(env.JWT_JWKS_URL || env.JWT_PUBLIC_KEY_FILE);
-  const authDisabled = bool(env, "AUTH_DISABLED", isLoopback(host) && !jwtConfigured);
+  const jwt = jwtConfig(env);
+  const authDisabled = bool(env, "AUTH_DISABLED", isLoopback(host) && !jwt);
   if (authDisabled && !isLoopback(host)) {
     throw new ConfigError(`AUTH_DISABLED is only allowed on a loopback HOST, not "${host}"; set JWT_JWKS_URL or JWT_PUBLIC_KEY_FILE`);
   }
-  if (!authDisabled && !jwtConfigured) {
+  if (!authDisabled && !jwt) {
     throw new ConfigError(`HOST "${host}" is not loopback: set JWT_JWKS_URL or JWT_PUBLIC_KEY_FILE (auth cannot be off on a public address)`);
-  }
-  if (!authDisabled) {
-    // Token validation is not built yet: accepting JWT settings would serve
-    // every caller unauthenticated while looking protected.
-    throw new ConfigError("JWT_JWKS_URL / JWT_PUBLIC_KEY_FILE: token validation is not available in this build; bind HOST to a loopback address");
   }
   const databaseUrl = env.DATABASE_URL?.trim() || undefined;
   if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
@@ -124,7 +140,7 @@ export function loadConfig(env: Env = process.env): Config {
       poolMax: int(env, "DB_POOL_MAX", 20, 1, 1000),
       migrateOnStart: bool(env, "MIGRATE_ON_START", true),
     },
-    auth: { disabled: authDisabled },
+    auth: { disabled: authDisabled, jwt: authDisabled ? undefined : jwt },
     tls: certFile && keyFile ? { certFile, keyFile } : undefined,
     logLevel,
     shutdownGraceMs: int(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),

@@ -69,9 +69,23 @@ export interface FlywaySchemaHistoryTable {
   success: boolean;
 }
 
+export interface AuditEventsTable {
+  id: Generated<string>;
+  event_id: string;
+  actor: string;
+  actor_roles: string[];
+  action: string;
+  video_id: string;
+  changes: Json<Record<string, { before: unknown; after: unknown }>>;
+  request_id: string;
+  trace_id: string;
+  create_time: Timestamp;
+}
+
 export interface Database {
   videos: VideosTable;
   video_create_requests: VideoCreateRequestsTable;
   outbox: OutboxTable;
+  audit_events: AuditEventsTable;
   flyway_schema_history: FlywaySchemaHistoryTable;
 }

@@ -3,6 +3,8 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
 import type { Kysely } from "kysely";
 import { EventSchema, EventService, type Event } from "../../gen/video/v1/event_service_pb.js";
+import { callerOf } from "../auth/caller.js";
+import { assertMayReadEvents } from "../auth/policy.js";
 import type { Database } from "../db/schema.js";
 import { invalidArgument, type FieldViolation } from "../errors.js";
 import { videoId } from "../videos/rules.js";
@@ -77,7 +79,8 @@ function nextPublication(relay: OutboxRelay, hc: HandlerContext, shutdown: Abort
 
 export default (db: () => Kysely<Database>, relay: OutboxRelay, shutdown: AbortSignal) => (router: ConnectRouter) =>
   router.service(EventService, {
-    async listEvents(req) {
+    async listEvents(req, hc) {
+      assertMayReadEvents(callerOf(hc));
       if (req.pageSize < 0) throw invalidArgument([{ field: "page_size", description: "must not be negative" }]);
       const { after, videoId } = parseFilter(req);
       const size = req.pageSize === 0 ? PAGE.default : Math.min(req.pageSize, PAGE.max);
@@ -86,6 +89,7 @@ export default (db: () => Kysely<Database>, relay: OutboxRelay, shutdown: AbortS
     },
 
     async *watchEvents(req, hc) {
+      assertMayReadEvents(callerOf(hc));
       let { after } = parseFilter(req);
       const { videoId } = parseFilter(req);
       while (!hc.signal.aborted && !shutdown.aborted) {

@@ -5,6 +5,9 @@ import type { Metrics } from "../metrics.js";
 
 // The one interceptor chain every protocol passes through, REST included.
 
+/** The call's request id (x-request-id or generated) and W3C trace id, for logs and the audit trail. */
+export const requestInfoKey = createContextKey({ requestId: "", traceId: "" }, { description: "request id and trace id" });
+
 /** Set by the REST layer: the route a call came in on ("GET /videos/{id}"). */
 export const restRouteKey = createContextKey<string | undefined>(undefined, { description: "REST route" });
 
@@ -20,7 +23,9 @@ function protocolOf(contentType: string | null, restRoute: string | undefined): 
 export function observe(logger: winston.Logger, metrics: Metrics): Interceptor {
   return (next) => async (req) => {
     const started = performance.now();
-    const requestId = req.header.get("x-request-id") || randomUUID();
+    const requestId = req.header.get("x-request-id")?.slice(0, 128) || randomUUID();
+    const traceId = /^[\da-f]{2}-([\da-f]{32})-/.exec(req.header.get("traceparent") ?? "")?.[1] ?? "";
+    req.contextValues.set(requestInfoKey, { requestId, traceId });
     const restRoute = req.contextValues.get(restRouteKey);
     const protocol = protocolOf(req.header.get("content-type"), restRoute);
     const procedure = `${req.service.typeName}/${req.method.name}`;

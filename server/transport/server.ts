@@ -3,8 +3,12 @@ import type * as http from "node:http";
 import { createConnectRouter, createContextValues } from "@connectrpc/connect";
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { Health } from "../../gen/health/v1/health_pb.js";
+import { AuditService } from "../../gen/video/v1/audit_service_pb.js";
 import { EventService } from "../../gen/video/v1/event_service_pb.js";
 import { VideoService } from "../../gen/video/v1/video_service_pb.js";
+import auditRoutes from "../audit/audit-service.js";
+import { authenticate } from "../auth/authenticate.js";
+import { createVerifier } from "../auth/jwt.js";
 import type { AppContext } from "../context.js";
 import eventRoutes from "../events/event-service.js";
 import { OutboxRelay } from "../events/relay.js";
@@ -29,14 +33,19 @@ export function createServer(ctx: AppContext) {
   });
   const probe = readinessProbe(ctx);
   const router = createConnectRouter({
-    interceptors: [observe(ctx.logger, ctx.metrics), publicErrors(ctx.logger)],
+    interceptors: [
+      observe(ctx.logger, ctx.metrics),
+      publicErrors(ctx.logger),
+      ...(ctx.cfg.auth.jwt ? [authenticate(createVerifier(ctx.cfg.auth.jwt))] : []),
+    ],
     readMaxBytes: ctx.cfg.limits.maxBodyBytes,
     maxTimeoutMs: ctx.cfg.limits.maxRequestMs,
   });
   videoRoutes(ctx)(router);
   eventRoutes(() => ctx.db, relay, shutdown.signal)(router);
+  auditRoutes(() => ctx.db)(router);
   healthRoutes(probe, shutdown.signal)(router);
-  reflectionRoutes([VideoService, EventService, Health])(router);
+  reflectionRoutes([VideoService, EventService, AuditService, Health])(router);
 
   const contextValues = () => createContextValues();
   const rest = createRestHandler(router, {

@@ -5,6 +5,7 @@ import { v7 as uuidv7 } from "uuid";
 import { VideoCreatedSchema } from "../../gen/video/v1/events_pb.js";
 import type { VideoService } from "../../gen/video/v1/video_service_pb.js";
 import { callerOf } from "../auth/caller.js";
+import { assertMayCreate } from "../auth/policy.js";
 import type { AppContext } from "../context.js";
 import { appendEvent } from "../events/outbox.js";
 import { alreadyExists, invalidArgument, notFound } from "../errors.js";
@@ -21,6 +22,7 @@ const fingerprint = (fields: Partial<VideoFields>) =>
 export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => ({
   async createVideo(req, hc) {
     const caller = callerOf(hc);
+    assertMayCreate(caller);
     if (!req.video) throw invalidArgument([{ field: "video", description: "is required" }]);
     const { value, violations } = videoFields(req.video, MUTABLE_FIELDS);
     if (req.requestId !== "" && !isUuid(req.requestId)) {

@@ -2,6 +2,9 @@ import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { VideoDeletedSchema } from "../../gen/video/v1/events_pb.js";
 import type { VideoService } from "../../gen/video/v1/video_service_pb.js";
+import { logAudit, recordAdminAction, diff } from "../audit/audit-log.js";
+import { callerOf } from "../auth/caller.js";
+import { writeAccess } from "../auth/policy.js";
 import type { AppContext } from "../context.js";
 import { appendEvent } from "../events/outbox.js";
 import { aborted, invalidArgument, notFound, type FieldViolation } from "../errors.js";
@@ -10,21 +13,27 @@ import { videos } from "./repository.js";
 import { videoId } from "./rules.js";
 
 export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => ({
-  async deleteVideo(req) {
+  async deleteVideo(req, hc) {
     const violations: FieldViolation[] = [];
     const id = videoId(req.id, "id", violations);
     if (violations.length > 0) throw invalidArgument(violations);
-    await ctx.db.transaction().execute(async (trx) => {
+    const audit = await ctx.db.transaction().execute(async (trx) => {
       const current = await videos.findForUpdate(trx, id);
       if (!current) throw notFound(`video ${id}`);
+      const access = writeAccess(callerOf(hc), current, id);
       if (req.etag !== "" && !sameEtag(req.etag, current.etag)) {
         throw aborted(`video ${id} was changed since etag ${req.etag} was read`);
       }
       await videos.remove(trx, id);
       const sequence = (BigInt(current.event_sequence) + 1n).toString();
       const payload = create(VideoDeletedSchema, { videoId: id, ownerId: current.owner_id });
-      await appendEvent(trx, { videoId: id, sequence, schema: VideoDeletedSchema, payload, time: ctx.clock() });
+      const now = ctx.clock();
+      await appendEvent(trx, { videoId: id, sequence, schema: VideoDeletedSchema, payload, time: now });
+      if (access !== "admin") return undefined;
+      const { event_sequence: _, ...before } = current;
+      return recordAdminAction(trx, hc, id, diff(before, {}, Object.keys(before)), now);
     });
+    logAudit(ctx.logger, audit);
     return {};
   },
 });

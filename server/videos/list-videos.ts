@@ -1,5 +1,7 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { VideoService } from "../../gen/video/v1/video_service_pb.js";
+import { callerOf } from "../auth/caller.js";
+import { assertMayRead, seesEverything } from "../auth/policy.js";
 import type { AppContext } from "../context.js";
 import { invalidArgument } from "../errors.js";
 import { toVideo } from "./convert.js";
@@ -7,10 +9,13 @@ import { listQuery, pageToken } from "./list-query.js";
 import { cursorOf, videos } from "./repository.js";
 
 export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => ({
-  async listVideos(req) {
+  async listVideos(req, hc) {
+    const caller = callerOf(hc);
+    assertMayRead(caller);
     const { query, violations } = listQuery(req);
     if (violations.length > 0) throw invalidArgument(violations);
-    const rows = await videos.list(ctx.db, query);
+    // Unlisted videos are reachable by id only; lists show public ones and the caller's own.
+    const rows = await videos.list(ctx.db, query, seesEverything(caller) ? undefined : caller.subject);
     const page = rows.slice(0, query.pageSize);
     const more = rows.length > query.pageSize;
     return {

@@ -48,9 +48,10 @@ export const videos = {
   },
 
   /** One page plus one row, which tells whether another page exists. */
-  list(db: Db, query: ListQuery) {
+  list(db: Db, query: ListQuery, visibleTo?: string) {
     const { filters: f, order } = query;
     let q = db.selectFrom("videos").select(videoColumns);
+    if (visibleTo !== undefined) q = q.where((eb) => eb.or([eb("visibility", "=", "public"), eb("owner_id", "=", visibleTo)]));
     if (f.state) q = q.where("state", "=", f.state);
     if (f.visibility) q = q.where("visibility", "=", f.visibility);
     if (f.ownerId) q = q.where("owner_id", "=", f.ownerId);

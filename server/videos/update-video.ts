@@ -2,6 +2,9 @@ import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { VideoUpdatedSchema } from "../../gen/video/v1/events_pb.js";
 import type { VideoService } from "../../gen/video/v1/video_service_pb.js";
+import { diff, logAudit, recordAdminAction, type AuditEntry } from "../audit/audit-log.js";
+import { callerOf } from "../auth/caller.js";
+import { writeAccess } from "../auth/policy.js";
 import type { AppContext } from "../context.js";
 import { appendEvent } from "../events/outbox.js";
 import { aborted, invalidArgument, notFound } from "../errors.js";
@@ -11,7 +14,7 @@ import { videos } from "./repository.js";
 import { updateMaskFields, videoFields, videoId } from "./rules.js";
 
 export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => ({
-  async updateVideo(req) {
+  async updateVideo(req, hc) {
     if (!req.video) throw invalidArgument([{ field: "video", description: "is required" }]);
     const { fields, violations } = updateMaskFields(req.updateMask?.paths);
     const id = videoId(req.video.id, "video.id", violations);
@@ -19,9 +22,11 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
     violations.push(...fieldViolations);
     if (violations.length > 0) throw invalidArgument(violations);
 
-    return ctx.db.transaction().execute(async (trx) => {
+    let audit: AuditEntry | undefined;
+    const updated = await ctx.db.transaction().execute(async (trx) => {
       const current = await videos.findForUpdate(trx, id);
       if (!current) throw notFound(`video ${id}`);
+      const access = writeAccess(callerOf(hc), current, id);
       if (req.video!.etag !== "" && !sameEtag(req.video!.etag, current.etag)) {
         throw aborted(`video ${id} was changed since etag ${req.video!.etag} was read`);
       }
@@ -38,7 +43,10 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
       const video = toVideo(row);
       const payload = create(VideoUpdatedSchema, { video, updateMask: { paths: [...fields] } });
       await appendEvent(trx, { videoId: id, sequence: sequence.toString(), schema: VideoUpdatedSchema, payload, time: now });
+      if (access === "admin") audit = await recordAdminAction(trx, hc, id, diff(current, row, fields), now);
       return video;
     });
+    logAudit(ctx.logger, audit);
+    return updated;
   },
 });
