@@ -1,6 +1,6 @@
 import type * as http from "node:http";
 import type * as http2 from "node:http2";
-import { createRegistry, fromBinary, toJson, type DescMessage, type JsonObject, type JsonValue, type Registry } from "@bufbuild/protobuf";
+import { createRegistry, fromBinary, fromJson, toJson, type DescMessage, type JsonObject, type JsonValue, type Registry } from "@bufbuild/protobuf";
 import type { ConnectRouter, ContextValues } from "@connectrpc/connect";
 import { Code } from "@connectrpc/connect";
 import { universalRequestFromNodeRequest } from "@connectrpc/connect-node";
@@ -120,6 +120,51 @@ function applyHeaders(route: Route, req: NodeRequest, request: JsonObject) {
   }
 }
 
+const isObject = (v: JsonValue | undefined): v is JsonObject => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** "invalid value: expected string, got 5" from protobuf-es' "cannot decode field video.v1.Video.title from JSON: expected string, got 5". */
+function decodeReason(e: unknown): string {
+  const message = e instanceof Error ? e.message : String(e);
+  const at = message.indexOf(" from JSON: ");
+  return "invalid value: " + (at < 0 ? message : message.slice(at + " from JSON: ".length)).slice(0, 200);
+}
+
+/**
+ * The fields of a proto3-JSON request that cannot be decoded, as
+ * google.rpc.BadRequest field violations with proto field paths
+ * ("video.title"), so a REST caller learns which field is wrong just as a
+ * validation error would tell it. Empty when the request decodes.
+ */
+export function jsonViolations(desc: DescMessage, json: JsonValue, path = ""): { field: string; description: string }[] {
+  let whole: unknown;
+  try {
+    fromJson(desc, json);
+    return [];
+  } catch (e) {
+    whole = e;
+  }
+  const out: { field: string; description: string }[] = [];
+  if (isObject(json)) {
+    for (const [key, value] of Object.entries(json)) {
+      const field = desc.fields.find((f) => f.jsonName === key || f.name === key);
+      const at = (path ? path + "." : "") + (field?.name ?? key.slice(0, 100));
+      if (!field) {
+        out.push({ field: at, description: "is not a known field" });
+        continue;
+      }
+      try {
+        fromJson(desc, { [key]: value });
+        continue;
+      } catch (e) {
+        const nested = field.fieldKind === "message" && !field.message.typeName.startsWith("google.protobuf.") && isObject(value);
+        const inner = nested ? jsonViolations(field.message, value, at) : [];
+        out.push(...(inner.length > 0 ? inner : [{ field: at, description: decodeReason(e) }]));
+      }
+    }
+  }
+  return out.length > 0 ? out : [{ field: path || desc.name, description: decodeReason(whole) }];
+}
+
 function errorDetails(details: unknown): JsonValue[] {
   if (!Array.isArray(details)) return [];
   const out: JsonValue[] = [];
@@ -186,6 +231,13 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
       throw e;
     }
     applyHeaders(route, req, request);
+    // Decoding errors name the field (AIP-193), as validation errors do.
+    const violations = jsonViolations(route.method.input, request);
+    if (violations.length > 0) {
+      return sendRestError(res, 400, Code.InvalidArgument, violations.map((v) => `${v.field}: ${v.description}`).join("; "), [
+        { "@type": "type.googleapis.com/google.rpc.BadRequest", fieldViolations: violations },
+      ]);
+    }
 
     const handler = handlers.get(route.method.parent.typeName + "/" + route.method.name)!;
     const header = new Headers({ "content-type": "application/json", "connect-protocol-version": "1" });
