@@ -65,7 +65,8 @@ export function openPostgres(options: PostgresOptions): DatabaseHandle {
       }
     },
     async ping() {
-      await pool.query({ text: "select 1" });
+      // (text, values) form: NamedStatementClient prepares it once per connection.
+      await pool.query("select 1", []);
     },
     async listen(channel, onNotify, onLost) {
       // A dedicated connection outside the pool: LISTEN is session state.

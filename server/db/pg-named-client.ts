@@ -4,7 +4,7 @@ import pg from "pg";
 // Kysely's PostgreSQL driver sends every query unnamed, so PostgreSQL plans it
 // again on each call. Naming each statement by a hash of its SQL makes `pg`
 // prepare it once per pooled connection and reuse it afterwards (pg keeps the
-// names it has prepared per connection). Kysely always passes a values array;
+// names it has prepared per connection). Kysely and Pool#query pass a values array;
 // a bare string (the migration runner's scripts) keeps the simple protocol,
 // which is what multi-statement SQL needs.
 const names = new Map<string, string>();
@@ -22,9 +22,10 @@ export class NamedStatementClient extends pg.Client {
   // pg's overloads are not worth restating; the call is forwarded unchanged
   // except for the added name.
   override query(...args: any[]): any {
-    const [text, values] = args;
-    if (typeof text === "string" && Array.isArray(values) && args.length === 2) {
-      return super.query({ name: statementName(text), text, values });
+    const [text, values, callback] = args;
+    // (text, values) from Kysely; (text, values, callback) from pg.Pool#query.
+    if (typeof text === "string" && Array.isArray(values) && (args.length === 2 || (args.length === 3 && typeof callback === "function"))) {
+      return (super.query as (...a: any[]) => any)({ name: statementName(text), text, values }, ...args.slice(2));
     }
     return (super.query as (...a: any[]) => any)(...args);
   }

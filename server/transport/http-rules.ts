@@ -124,7 +124,8 @@ export function setField(message: DescMessage, target: JsonObject, path: string,
     if (field.fieldKind === "message" && !field.message.typeName.startsWith("google.protobuf.")) {
       throw new RequestMappingError(`message field "${path}" cannot be set from a query parameter`);
     }
-    const value: JsonValue = field.fieldKind === "scalar" && field.scalar === ScalarType.BOOL ? boolValue(raw) : raw;
+    const isBool = (field.fieldKind === "scalar" || field.fieldKind === "list") && field.scalar === ScalarType.BOOL;
+    const value: JsonValue = isBool ? boolValue(raw) : raw;
     if (field.fieldKind === "list") {
       const list = obj[field.jsonName];
       obj[field.jsonName] = Array.isArray(list) ? [...list, value] : [value];

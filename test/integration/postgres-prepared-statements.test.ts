@@ -157,7 +157,7 @@ t.test("the pool never holds more than poolMax connections", { skip: postgresSki
   t.ok(await count() <= poolMax, "after the burst, still within poolMax");
 });
 
-t.test("the readiness ping is a named prepared statement too", { skip: postgresSkipReason(), todo: "DatabaseHandle.ping() (server/db/database.ts) calls pool.query({ text: \"select 1\" }) — the object form, which NamedStatementClient passes through unnamed — so the query GET /health/ready runs on every probe is parsed and planned afresh each time and never appears in pg_prepared_statements" }, async (t) => {
+t.test("the readiness ping is a named prepared statement too", { skip: postgresSkipReason() }, async (t) => {
   const { handle } = await open(t, 1);
   for (let i = 0; i < 3; i++) await handle.ping();
   const rows = (await prepared(handle.db)).filter((r) => /^select 1$/i.test(r.statement.trim()));
