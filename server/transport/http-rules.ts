@@ -94,7 +94,15 @@ export function splitPath(pathname: string): { segments: string[]; verb: string 
   return { segments: path.split("/").map(decodeURIComponent), verb };
 }
 
-export class RequestMappingError extends Error {}
+export class RequestMappingError extends Error {
+  /** The request field at fault, as a proto field path, when there is one. */
+  constructor(
+    message: string,
+    readonly field?: string,
+  ) {
+    super(message);
+  }
+}
 
 function fieldByName(message: DescMessage, name: string): DescField | undefined {
   return message.fields.find((f) => f.name === name || f.jsonName === name);
@@ -111,7 +119,7 @@ export function setField(message: DescMessage, target: JsonObject, path: string,
   let obj = target;
   for (let i = 0; i < names.length; i++) {
     const field = fieldByName(desc, names[i]);
-    if (!field) throw new RequestMappingError(`unknown field "${path}"`);
+    if (!field) throw new RequestMappingError(`unknown field "${path}"`, path);
     const last = i === names.length - 1;
     if (!last) {
       if (field.fieldKind !== "message") throw new RequestMappingError(`"${path}" does not name a field`);
@@ -156,7 +164,14 @@ export function requestJson(route: Route, pathVars: Record<string, string>, quer
   } else if (route.body !== "") {
     const field = fieldByName(input, route.body);
     if (!field) throw new Error(`body field "${route.body}" is not in ${input.typeName}`);
-    if (body !== undefined) request[field.jsonName] = body;
+    if (body !== undefined) {
+      // Checked here: a path variable inside the body field (video.id) would
+      // otherwise replace a body that is not an object with {}.
+      if (field.fieldKind === "message" && body !== null && (typeof body !== "object" || Array.isArray(body))) {
+        throw new RequestMappingError(`the request body must be a JSON object (${field.message.typeName})`, field.name);
+      }
+      request[field.jsonName] = body;
+    }
   }
   const bodyField = route.body === "" || route.body === "*" ? undefined : fieldByName(input, route.body);
   for (const [key, value] of query) {

@@ -113,8 +113,9 @@ function applyHeaders(route: Route, req: NodeRequest, request: JsonObject) {
     if (body && typeof body === "object" && !Array.isArray(body)) {
       const message = input.fields.find((f) => f.name === route.body)!.message as DescMessage;
       // FieldMask's JSON form takes lowerCamelCase paths ("ownerId"), not "owner_id".
+      // Unknown keys stay out of the mask; the body's decoding reports them by name.
       request.updateMask = Object.keys(body)
-        .map((k) => message.fields.find((f) => f.jsonName === k || f.name === k)?.jsonName ?? k)
+        .flatMap((k) => message.fields.find((f) => f.jsonName === k || f.name === k)?.jsonName ?? [])
         .join(",");
     }
   }
@@ -164,6 +165,11 @@ export function jsonViolations(desc: DescMessage, json: JsonValue, path = ""): {
   }
   return out.length > 0 ? out : [{ field: path || desc.name, description: decodeReason(whole) }];
 }
+
+const badRequest = (fieldViolations: { field: string; description: string }[]): JsonObject => ({
+  "@type": "type.googleapis.com/google.rpc.BadRequest",
+  fieldViolations,
+});
 
 function errorDetails(details: unknown): JsonValue[] {
   if (!Array.isArray(details)) return [];
@@ -227,6 +233,9 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     try {
       request = requestJson(route, vars, url.searchParams, body);
     } catch (e) {
+      if (e instanceof RequestMappingError && e.field) {
+        return sendRestError(res, 400, Code.InvalidArgument, e.message, [badRequest([{ field: e.field, description: e.message }])]);
+      }
       if (e instanceof RequestMappingError) throw new RestError(Code.InvalidArgument, e.message);
       throw e;
     }
@@ -234,9 +243,7 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     // Decoding errors name the field (AIP-193), as validation errors do.
     const violations = jsonViolations(route.method.input, request);
     if (violations.length > 0) {
-      return sendRestError(res, 400, Code.InvalidArgument, violations.map((v) => `${v.field}: ${v.description}`).join("; "), [
-        { "@type": "type.googleapis.com/google.rpc.BadRequest", fieldViolations: violations },
-      ]);
+      return sendRestError(res, 400, Code.InvalidArgument, violations.map((v) => `${v.field}: ${v.description}`).join("; "), [badRequest(violations)]);
     }
 
     const handler = handlers.get(route.method.parent.typeName + "/" + route.method.name)!;
