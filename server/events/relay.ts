@@ -126,7 +126,9 @@ export class OutboxRelay extends EventEmitter {
         this.failures++;
         this.deps.logger.error("outbox relay batch failed", { error: (e as Error).message, consecutive_failures: this.failures });
       }
-      if (this.failures > 0) await this.sleep(this.backoff());
+      // New events must not cut a backoff short: under write load that would
+      // retry a failing bus once per commit.
+      if (this.failures > 0) await this.pause(this.backoff());
       else if (relayed === 0) await this.sleep(this.options.pollMs);
     }
   }
@@ -137,6 +139,21 @@ export class OutboxRelay extends EventEmitter {
     return Math.random() * Math.min(cap, 100 * 2 ** Math.min(this.failures, 16));
   }
 
+  /** Waits ms; only stop() ends it early. */
+  private pause(ms: number): Promise<void> {
+    if (this.stopping) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.halt.signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.halt.signal.addEventListener("abort", done, { once: true });
+    });
+  }
+
+  /** Waits ms, or until wake() (an outbox notification) or stop(). */
   private sleep(ms: number): Promise<void> {
     if (this.woken || this.stopping) {
       this.woken = false;
