@@ -105,7 +105,10 @@ export class OutboxRelay extends EventEmitter {
         let lost: (e: Error) => void = () => {};
         const gone = new Promise<Error>((resolve) => (lost = resolve));
         this.unlisten = await this.deps.database.listen("outbox", () => this.wake(), (e) => lost(e));
-        const halted = new Promise<undefined>((resolve) => this.halt.signal.addEventListener("abort", () => resolve(undefined), { once: true }));
+        // stop() may have come while connecting: the abort event is already past.
+        const halted = new Promise<undefined>((resolve) =>
+          this.halt.signal.aborted ? resolve(undefined) : this.halt.signal.addEventListener("abort", () => resolve(undefined), { once: true }),
+        );
         const error = await Promise.race([gone, halted]);
         if (error) this.deps.logger.warn("outbox listener lost; polling until it reconnects", { error: error.message });
         await this.unlisten();
