@@ -115,7 +115,7 @@ export class OutboxRelay extends EventEmitter {
       } catch (e) {
         this.deps.logger.warn("outbox listener cannot connect; polling", { error: (e as Error).message });
       }
-      await this.sleep(1000 + Math.random() * 1000);
+      await this.pause(1000 + Math.random() * 1000);
     }
   }
 
