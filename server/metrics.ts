@@ -50,6 +50,31 @@ export function createMetrics() {
       buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500],
       registers: [registry],
     }),
+    s3Requests: new Counter({
+      name: "storage_requests_total",
+      help: "Object storage operations by operation and outcome (after retries)",
+      labelNames: ["operation", "outcome"] as const,
+      registers: [registry],
+    }),
+    s3Duration: new Histogram({
+      name: "storage_request_duration_seconds",
+      help: "Object storage operation duration, retries included",
+      labelNames: ["operation"] as const,
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    }),
+    s3Retries: new Counter({
+      name: "storage_retries_total",
+      help: "Object storage request retries",
+      labelNames: ["operation"] as const,
+      registers: [registry],
+    }),
+    uploadBytes: new Counter({
+      name: "upload_bytes_total",
+      help: "Bytes received by streamed uploads (UploadVideoContent, PUT /videos/{id}/content, the filesystem store)",
+      labelNames: ["path"] as const,
+      registers: [registry],
+    }),
   };
 }
 

@@ -1,0 +1,41 @@
+import type { Readable } from "node:stream";
+
+// Object storage: S3 (or any S3-compatible store) and, on the embedded
+// defaults, the local filesystem with URLs signed and served by this service.
+// Keys are derived from ids only (see keys.ts), never from caller strings.
+
+export interface ObjectInfo {
+  sizeBytes: number;
+  contentType: string | undefined;
+  // Lower-case hex SHA-256, when the store verified one on upload.
+  checksumSha256: string | undefined;
+}
+
+export interface PresignedPut {
+  url: string;
+  // Headers the client must send exactly as given (they are signed).
+  headers: Record<string, string>;
+}
+
+export interface MultipartUpload {
+  key: string;
+  uploadId: string;
+  initiated: Date;
+}
+
+export interface ObjectStore {
+  readonly kind: "s3" | "filesystem";
+  presignPut(key: string, o: { contentType: string; sizeBytes: number; checksumSha256?: string; expiresInS: number }): Promise<PresignedPut>;
+  createMultipartUpload(key: string, contentType: string): Promise<string>;
+  presignPart(key: string, uploadId: string, partNumber: number, expiresInS: number): Promise<string>;
+  /** Completes with every part uploaded so far, in part-number order. */
+  completeMultipartUpload(key: string, uploadId: string): Promise<void>;
+  abortMultipartUpload(key: string, uploadId: string): Promise<void>;
+  listMultipartUploads(prefix: string): Promise<MultipartUpload[]>;
+  head(key: string): Promise<ObjectInfo | undefined>;
+  /** Lower-case hex SHA-256 of the stored object, read back in full (streamed, not buffered). */
+  sha256(key: string): Promise<string>;
+  /** Streams a body of unknown length into the store; aborts cleanly (no orphaned parts) on error or signal. */
+  putStream(key: string, body: Readable, contentType: string, signal: AbortSignal): Promise<{ sizeBytes: number; checksumSha256: string }>;
+  delete(key: string): Promise<void>;
+}

@@ -1,0 +1,242 @@
+import { createHash } from "node:crypto";
+import http from "node:http";
+import https from "node:https";
+import { PassThrough, type Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListPartsCommand,
+  PutObjectCommand,
+  S3Client,
+  UploadPartCommand,
+  type Part,
+} from "@aws-sdk/client-s3";
+import { Upload } from "@aws-sdk/lib-storage";
+import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
+import { ConfiguredRetryStrategy } from "@smithy/core/retry";
+import { NodeHttpHandler } from "@smithy/node-http-handler";
+import type { Metrics } from "../metrics.js";
+import type { MultipartUpload, ObjectInfo, ObjectStore, PresignedPut } from "./object-store.js";
+import { storageError } from "./storage-error.js";
+
+export interface S3Options {
+  bucket: string;
+  region: string;
+  endpoint: string | undefined;
+  forcePathStyle: boolean;
+  maxRetries: number;
+  // Pool of the shared keep-alive agent: enough for DB_POOL_MAX concurrent calls plus streams.
+  maxSockets: number;
+}
+
+const hexToBase64 = (hex: string) => Buffer.from(hex, "hex").toString("base64");
+const base64ToHex = (b64: string) => Buffer.from(b64, "base64").toString("hex");
+
+export function createS3Client(o: S3Options, metrics: Metrics): S3Client {
+  const agentOptions = { keepAlive: true, maxSockets: o.maxSockets };
+  const client = new S3Client({
+    region: o.region,
+    endpoint: o.endpoint,
+    forcePathStyle: o.forcePathStyle,
+    // Exponential backoff with full jitter, capped at 2 s per wait, so a
+    // storage outage fails the call within seconds rather than minutes.
+    retryStrategy: new ConfiguredRetryStrategy(o.maxRetries + 1, (attempt) => Math.random() * Math.min(2_000, 100 * 2 ** attempt)),
+    requestHandler: new NodeHttpHandler({
+      connectionTimeout: 3_000,
+      requestTimeout: 10_000,
+      httpAgent: new http.Agent(agentOptions),
+      httpsAgent: new https.Agent(agentOptions),
+    }),
+    // S3-compatible stores (moto, LocalStack, MinIO) reject or mangle the
+    // default CRC32 trailers; checksums are sent when we ask for them.
+    requestChecksumCalculation: "WHEN_REQUIRED",
+    responseChecksumValidation: "WHEN_REQUIRED",
+  });
+  // One observation per operation (wrapping all retries).
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const started = performance.now();
+      const operation = context.commandName ?? "unknown";
+      let outcome = "ok";
+      let attempts = 1;
+      try {
+        const out = await next(args);
+        attempts = (out.output as { $metadata?: { attempts?: number } }).$metadata?.attempts ?? 1;
+        return out;
+      } catch (e) {
+        outcome = (e as { name?: string }).name ?? "error";
+        attempts = (e as { $metadata?: { attempts?: number } }).$metadata?.attempts ?? 1;
+        throw e;
+      } finally {
+        metrics.s3Requests.inc({ operation, outcome });
+        metrics.s3Duration.observe({ operation }, (performance.now() - started) / 1000);
+        if (attempts > 1) metrics.s3Retries.inc({ operation }, attempts - 1);
+      }
+    },
+    { step: "initialize", name: "vmsMetrics" },
+  );
+  return client;
+}
+
+export class S3Store implements ObjectStore {
+  readonly kind = "s3";
+  constructor(
+    private readonly client: S3Client,
+    private readonly bucket: string,
+  ) {}
+
+  private async call<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      throw storageError(e);
+    }
+  }
+
+  async presignPut(key: string, o: { contentType: string; sizeBytes: number; checksumSha256?: string; expiresInS: number }): Promise<PresignedPut> {
+    const command = new PutObjectCommand({
+      Bucket: this.bucket,
+      Key: key,
+      ContentType: o.contentType,
+      ContentLength: o.sizeBytes,
+      ...(o.checksumSha256 ? { ChecksumSHA256: hexToBase64(o.checksumSha256) } : {}),
+    });
+    const headers: Record<string, string> = { "content-type": o.contentType };
+    if (o.checksumSha256) headers["x-amz-checksum-sha256"] = hexToBase64(o.checksumSha256);
+    const url = await getSignedUrl(this.client, command, {
+      expiresIn: o.expiresInS,
+      signableHeaders: new Set(Object.keys(headers)),
+      unhoistableHeaders: new Set(o.checksumSha256 ? ["x-amz-checksum-sha256"] : []),
+    });
+    return { url, headers };
+  }
+
+  async createMultipartUpload(key: string, contentType: string): Promise<string> {
+    const out = await this.call(() => this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ContentType: contentType })));
+    return out.UploadId!;
+  }
+
+  presignPart(key: string, uploadId: string, partNumber: number, expiresInS: number): Promise<string> {
+    return getSignedUrl(this.client, new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber }), { expiresIn: expiresInS });
+  }
+
+  async completeMultipartUpload(key: string, uploadId: string): Promise<void> {
+    const parts: Part[] = [];
+    let marker: string | undefined;
+    do {
+      const page = await this.call(() =>
+        this.client.send(new ListPartsCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker })),
+      );
+      parts.push(...(page.Parts ?? []));
+      marker = page.IsTruncated ? page.NextPartNumberMarker : undefined;
+    } while (marker);
+    parts.sort((a, b) => a.PartNumber! - b.PartNumber!);
+    await this.call(() =>
+      this.client.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: this.bucket,
+          Key: key,
+          UploadId: uploadId,
+          MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.PartNumber, ETag: p.ETag })) },
+        }),
+      ),
+    );
+  }
+
+  async abortMultipartUpload(key: string, uploadId: string): Promise<void> {
+    try {
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }));
+    } catch (e) {
+      if ((e as { name?: string }).name === "NoSuchUpload") return;
+      throw storageError(e);
+    }
+  }
+
+  async listMultipartUploads(prefix: string): Promise<MultipartUpload[]> {
+    const out: MultipartUpload[] = [];
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    do {
+      const page = await this.call(() =>
+        this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker })),
+      );
+      for (const u of page.Uploads ?? []) out.push({ key: u.Key!, uploadId: u.UploadId!, initiated: u.Initiated ?? new Date(0) });
+      keyMarker = page.IsTruncated ? page.NextKeyMarker : undefined;
+      uploadIdMarker = page.IsTruncated ? page.NextUploadIdMarker : undefined;
+    } while (keyMarker);
+    return out;
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key, ChecksumMode: "ENABLED" }));
+      return {
+        sizeBytes: Number(out.ContentLength ?? 0),
+        contentType: out.ContentType,
+        // A multipart object's checksum is a checksum of part checksums, not the file's.
+        checksumSha256: out.ChecksumSHA256 && !out.ChecksumSHA256.includes("-") ? base64ToHex(out.ChecksumSHA256) : undefined,
+      };
+    } catch (e) {
+      const status = (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      if (status === 404 || (e as { name?: string }).name === "NotFound") return undefined;
+      throw storageError(e);
+    }
+  }
+
+  // lib-storage splits the stream into parts and uploads them with bounded
+  // concurrency, so memory stays at queueSize × partSize whatever the file size.
+  async putStream(key: string, body: Readable, contentType: string, signal: AbortSignal) {
+    const hash = createHash("sha256");
+    let sizeBytes = 0;
+    const tee = new PassThrough({ highWaterMark: 1024 * 1024 });
+    const counting = pipeline(body, async function* (source) {
+      for await (const chunk of source as AsyncIterable<Buffer>) {
+        hash.update(chunk);
+        sizeBytes += chunk.length;
+        yield chunk;
+      }
+    }, tee);
+    const upload = new Upload({
+      client: this.client,
+      params: { Bucket: this.bucket, Key: key, Body: tee, ContentType: contentType },
+      partSize: 8 * 1024 * 1024,
+      queueSize: 4,
+      leavePartsOnError: false,
+      abortController: abortControllerFor(signal),
+    });
+    try {
+      await Promise.all([upload.done(), counting]);
+    } catch (e) {
+      tee.destroy();
+      await upload.abort().catch(() => {});
+      throw storageError(e);
+    }
+    return { sizeBytes, checksumSha256: hash.digest("hex") };
+  }
+
+  async sha256(key: string): Promise<string> {
+    return this.call(async () => {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      const hash = createHash("sha256");
+      for await (const chunk of out.Body as AsyncIterable<Uint8Array>) hash.update(chunk);
+      return hash.digest("hex");
+    });
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.call(() => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })));
+  }
+}
+
+function abortControllerFor(signal: AbortSignal): AbortController {
+  const controller = new AbortController();
+  if (signal.aborted) controller.abort();
+  else signal.addEventListener("abort", () => controller.abort(), { once: true });
+  return controller;
+}

@@ -1,0 +1,16 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+
+// Storage faults as callers see them. After the SDK's bounded retries a
+// failing store is UNAVAILABLE (retry later); nothing of the request — URLs,
+// signatures, credentials — is put in the message.
+export function storageError(e: unknown): ConnectError {
+  if (e instanceof ConnectError) return e;
+  const err = e as { name?: string; code?: string; $metadata?: { httpStatusCode?: number } };
+  const status = err.$metadata?.httpStatusCode;
+  if (err.name === "AbortError") return new ConnectError("the upload was cancelled", Code.Canceled);
+  if (status === 403 || err.name === "AccessDenied" || err.name === "InvalidAccessKeyId" || err.name === "SignatureDoesNotMatch") {
+    return new ConnectError("object storage refused the service's credentials", Code.Internal);
+  }
+  if (err.name === "NoSuchBucket") return new ConnectError("the storage bucket does not exist", Code.FailedPrecondition);
+  return new ConnectError("object storage is unavailable; retry later", Code.Unavailable);
+}
