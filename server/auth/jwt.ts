@@ -43,7 +43,12 @@ export function createVerifier(cfg: JwtConfig): TokenVerifier {
         clockTolerance: CLOCK_TOLERANCE_S,
         requiredClaims: ["exp", "sub"],
       });
-      return { subject: payload.sub!, roles: rolesFrom(payload[cfg.rolesClaim]) };
+      // jose checks that "sub" is present, not what it holds: the subject is
+      // compared with owner_id as a string, so it must be a non-empty one.
+      if (typeof payload.sub !== "string" || payload.sub === "") {
+        throw new errors.JWTClaimValidationFailed('"sub" claim must be a non-empty string', payload, "sub", "check_failed");
+      }
+      return { subject: payload.sub, roles: rolesFrom(payload[cfg.rolesClaim]) };
     } catch (e) {
       throw tokenError(e);
     }
