@@ -59,7 +59,14 @@ export function createVerifier(cfg: JwtConfig): TokenVerifier {
 function tokenError(e: unknown): ConnectError {
   if (e instanceof errors.JWTExpired) return new ConnectError("the token has expired", Code.Unauthenticated);
   if (e instanceof errors.JWTClaimValidationFailed) return new ConnectError(`the token's "${e.claim}" claim is not accepted`, Code.Unauthenticated);
-  if (e instanceof errors.JWKSTimeout || (e instanceof Error && /fetch|ECONNREFUSED|network/i.test(e.message) && !(e instanceof errors.JOSEError))) {
+  // The key set could not be had: no answer, a non-200 answer or a malformed
+  // set (jose throws a bare JOSEError or JWKSInvalid for those). The token may
+  // well be valid, so the caller should retry, not re-authenticate.
+  const keySetUnavailable =
+    e instanceof errors.JWKSTimeout ||
+    e instanceof errors.JWKSInvalid ||
+    (e instanceof errors.JOSEError && e.constructor === errors.JOSEError);
+  if (keySetUnavailable || (e instanceof Error && /fetch|ECONNREFUSED|network/i.test(e.message) && !(e instanceof errors.JOSEError))) {
     return new ConnectError("signing keys cannot be fetched; retry later", Code.Unavailable);
   }
   if (e instanceof errors.JOSEAlgNotAllowed) return new ConnectError("the token's algorithm is not accepted", Code.Unauthenticated);
