@@ -17,6 +17,13 @@ export interface Config {
   shutdownGraceMs: number;
   limits: { maxBodyBytes: number; maxRequestMs: number };
   migrationsDir: string;
+  storage: {
+    s3: { bucket: string; thumbnailBucket: string; endpoint: string | undefined; region: string; forcePathStyle: boolean; maxRetries: number } | undefined;
+    publicBaseUrl: string;
+    uploadExpiryMs: number;
+    multipartThresholdBytes: number;
+    partSizeBytes: number;
+  };
   events: {
     pubsub: { projectId: string | undefined; topic: string } | undefined;
     format: "json" | "protobuf";
@@ -100,6 +107,38 @@ function events(env: Env): Config["events"] {
   };
 }
 
+const MiB = 1024 * 1024;
+
+function storage(env: Env, host: string, port: number, tls: boolean): Config["storage"] {
+  const bucket = env.S3_BUCKET?.trim() || undefined;
+  const endpoint = env.S3_ENDPOINT?.trim() || undefined;
+  if (endpoint && !/^https?:\/\/[^\s]+$/.test(endpoint)) throw new ConfigError("S3_ENDPOINT must be an http(s) URL");
+  const bucketName = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+  if (bucket && !bucketName.test(bucket)) throw new ConfigError(`S3_BUCKET is not a valid bucket name: "${bucket}"`);
+  const thumbnailBucket = env.S3_THUMBNAIL_BUCKET?.trim() || bucket;
+  if (thumbnailBucket && !bucketName.test(thumbnailBucket)) throw new ConfigError(`S3_THUMBNAIL_BUCKET is not a valid bucket name`);
+  const defaultBase = `${tls ? "https" : "http"}://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  const publicBaseUrl = (env.PUBLIC_BASE_URL?.trim() || defaultBase).replace(/\/+$/, "");
+  if (!/^https?:\/\//.test(publicBaseUrl)) throw new ConfigError("PUBLIC_BASE_URL must be an http(s) URL");
+  const partSizeBytes = int(env, "UPLOAD_PART_SIZE_MB", 64, 5, 5 * 1024) * MiB;
+  return {
+    s3: bucket
+      ? {
+          bucket,
+          thumbnailBucket: thumbnailBucket!,
+          endpoint,
+          region: env.S3_REGION?.trim() || "us-east-1",
+          forcePathStyle: bool(env, "S3_FORCE_PATH_STYLE", false),
+          maxRetries: int(env, "S3_MAX_RETRIES", 5, 0, 20),
+        }
+      : undefined,
+    publicBaseUrl,
+    uploadExpiryMs: duration(env, "UPLOAD_EXPIRY", 24 * UNITS.h),
+    multipartThresholdBytes: int(env, "UPLOAD_MULTIPART_THRESHOLD_MB", 100, 5, 5 * 1024) * MiB,
+    partSizeBytes,
+  };
+}
+
 const LOG_LEVELS = ["error", "warn", "info", "http", "verbose", "debug", "silly"];
 
 export function isLoopback(host: string): boolean {
@@ -131,8 +170,9 @@ export function loadConfig(env: Env = process.env): Config {
   if (!LOG_LEVELS.includes(logLevel)) {
     throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}, got "${logLevel}"`);
   }
+  const port = int(env, "PORT", 8080, 0, 65535);
   return {
-    port: int(env, "PORT", 8080, 0, 65535),
+    port,
     host,
     dataDir: path.resolve(env.DATA_DIR?.trim() || "./.data"),
     database: {
@@ -149,6 +189,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxRequestMs: int(env, "MAX_REQUEST_MS", 30_000, 100, 3_600_000),
     },
     events: events(env),
+    storage: storage(env, host, port, Boolean(certFile && keyFile)),
     migrationsDir: path.resolve(env.MIGRATIONS_DIR?.trim() || new URL("../migrations", import.meta.url).pathname),
   };
 }

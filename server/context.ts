@@ -4,6 +4,9 @@ import { openPGlite, openPostgres, type DatabaseHandle } from "./db/database.js"
 import { LogPublisher, PubSubPublisher, type EventPublisher } from "./events/publishers.js";
 import { createLogger } from "./logger.js";
 import { createMetrics, type Metrics } from "./metrics.js";
+import { FsStore } from "./storage/fs-store.js";
+import type { ObjectStore } from "./storage/object-store.js";
+import { S3Store, createS3Client } from "./storage/s3-store.js";
 
 // Everything a handler may use, built once and passed explicitly; there are no
 // module-level singletons, so tests build contexts against any backend.
@@ -18,6 +21,7 @@ export class AppContext {
     readonly metrics: Metrics,
     readonly clock: () => Date,
     readonly publisher: EventPublisher,
+    readonly store: ObjectStore,
   ) {}
 
   get db() {
@@ -31,7 +35,12 @@ export class AppContext {
     const logger = overrides.logger ?? createLogger(cfg.logLevel);
     const pubsub = cfg.events.pubsub;
     const publisher = pubsub ? new PubSubPublisher({ projectId: pubsub.projectId, topic: pubsub.topic }) : new LogPublisher(logger);
-    return new AppContext(cfg, database, logger, createMetrics(), overrides.clock ?? (() => new Date()), publisher);
+    const metrics = createMetrics();
+    const s3 = cfg.storage.s3;
+    const store = s3
+      ? new S3Store(createS3Client({ ...s3, maxSockets: cfg.database.poolMax * 2 + 16 }, metrics), s3.bucket)
+      : await FsStore.open(cfg.dataDir, cfg.storage.publicBaseUrl);
+    return new AppContext(cfg, database, logger, metrics, overrides.clock ?? (() => new Date()), publisher, store);
   }
 
   async close(): Promise<void> {

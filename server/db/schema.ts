@@ -82,10 +82,47 @@ export interface AuditEventsTable {
   create_time: Timestamp;
 }
 
+export interface UploadsTable {
+  id: string;
+  video_id: string;
+  state: "open" | "completed" | "aborted";
+  kind: "single" | "multipart" | "stream";
+  object_key: string;
+  store_upload_id: string | null;
+  content_type: string;
+  size_bytes: ColumnType<string, number | string, number | string>;
+  part_size: ColumnType<string | null, number | string | null, number | string | null>;
+  checksum_sha256: string | null;
+  request_id: string | null;
+  owner_id: string;
+  expire_time: Timestamp;
+  create_time: Timestamp;
+  update_time: Timestamp;
+}
+
+export interface StorageDeletionsTable {
+  id: Generated<string>;
+  object_key: string | null;
+  store_upload_id: string | null;
+  attempts: ColumnType<number, never, number>;
+  last_error: ColumnType<string | null, never, string | null>;
+  next_attempt_time: Timestamp;
+  create_time: Timestamp;
+}
+
+export interface LeasesTable {
+  name: string;
+  holder: string;
+  expire_time: Timestamp;
+}
+
 export interface Database {
   videos: VideosTable;
   video_create_requests: VideoCreateRequestsTable;
   outbox: OutboxTable;
   audit_events: AuditEventsTable;
+  uploads: UploadsTable;
+  storage_deletions: StorageDeletionsTable;
+  leases: LeasesTable;
   flyway_schema_history: FlywaySchemaHistoryTable;
 }

@@ -28,8 +28,12 @@ export interface ObjectStore {
   presignPut(key: string, o: { contentType: string; sizeBytes: number; checksumSha256?: string; expiresInS: number }): Promise<PresignedPut>;
   createMultipartUpload(key: string, contentType: string): Promise<string>;
   presignPart(key: string, uploadId: string, partNumber: number, expiresInS: number): Promise<string>;
-  /** Completes with every part uploaded so far, in part-number order. */
-  completeMultipartUpload(key: string, uploadId: string): Promise<void>;
+  /**
+   * Completes with every part uploaded so far, in part-number order — only if
+   * they add up to expectedSizeBytes (otherwise FAILED_PRECONDITION, and the
+   * upload stays open so missing parts can still be sent).
+   */
+  completeMultipartUpload(key: string, uploadId: string, expectedSizeBytes: number): Promise<void>;
   abortMultipartUpload(key: string, uploadId: string): Promise<void>;
   listMultipartUploads(prefix: string): Promise<MultipartUpload[]>;
   head(key: string): Promise<ObjectInfo | undefined>;

@@ -21,6 +21,7 @@ import { Upload } from "@aws-sdk/lib-storage";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import { ConfiguredRetryStrategy } from "@smithy/core/retry";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { Metrics } from "../metrics.js";
 import type { MultipartUpload, ObjectInfo, ObjectStore, PresignedPut } from "./object-store.js";
 import { storageError } from "./storage-error.js";
@@ -126,7 +127,7 @@ export class S3Store implements ObjectStore {
     return getSignedUrl(this.client, new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber }), { expiresIn: expiresInS });
   }
 
-  async completeMultipartUpload(key: string, uploadId: string): Promise<void> {
+  async completeMultipartUpload(key: string, uploadId: string, expectedSizeBytes: number): Promise<void> {
     const parts: Part[] = [];
     let marker: string | undefined;
     do {
@@ -137,6 +138,10 @@ export class S3Store implements ObjectStore {
       marker = page.IsTruncated ? page.NextPartNumberMarker : undefined;
     } while (marker);
     parts.sort((a, b) => a.PartNumber! - b.PartNumber!);
+    const uploaded = parts.reduce((n, p) => n + Number(p.Size ?? 0), 0);
+    if (uploaded !== expectedSizeBytes) {
+      throw new ConnectError(`the uploaded parts hold ${uploaded} bytes, not the declared ${expectedSizeBytes}`, Code.FailedPrecondition);
+    }
     await this.call(() =>
       this.client.send(
         new CompleteMultipartUploadCommand({

@@ -11,8 +11,16 @@ export const requestInfoKey = createContextKey({ requestId: "", traceId: "" }, {
 /** Set by the REST layer: the route a call came in on ("GET /videos/{id}"). */
 export const restRouteKey = createContextKey<string | undefined>(undefined, { description: "REST route" });
 
-function protocolOf(contentType: string | null, restRoute: string | undefined): string {
+/**
+ * Set by the transport when a call reaches its handler in another protocol
+ * than the one it arrived in (server.ts runs gRPC unary calls as Connect
+ * unary calls): the protocol the caller used.
+ */
+export const wireProtocolKey = createContextKey<string | undefined>(undefined, { description: "protocol on the wire" });
+
+function protocolOf(contentType: string | null, restRoute: string | undefined, wire: string | undefined): string {
   if (restRoute) return "rest";
+  if (wire) return wire;
   if (!contentType) return "unknown";
   if (contentType.startsWith("application/grpc-web")) return "grpc-web";
   if (contentType.startsWith("application/grpc")) return "grpc";
@@ -27,7 +35,7 @@ export function observe(logger: winston.Logger, metrics: Metrics): Interceptor {
     const traceId = /^[\da-f]{2}-([\da-f]{32})-/.exec(req.header.get("traceparent") ?? "")?.[1] ?? "";
     req.contextValues.set(requestInfoKey, { requestId, traceId });
     const restRoute = req.contextValues.get(restRouteKey);
-    const protocol = protocolOf(req.header.get("content-type"), restRoute);
+    const protocol = protocolOf(req.header.get("content-type"), restRoute, req.contextValues.get(wireProtocolKey));
     const procedure = `${req.service.typeName}/${req.method.name}`;
     let code = "ok";
     try {

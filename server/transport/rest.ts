@@ -3,11 +3,11 @@ import type * as http2 from "node:http2";
 import { createRegistry, fromBinary, fromJson, toJson, type DescMessage, type JsonObject, type JsonValue, type Registry } from "@bufbuild/protobuf";
 import type { ConnectRouter, ContextValues } from "@connectrpc/connect";
 import { Code } from "@connectrpc/connect";
-import { universalRequestFromNodeRequest } from "@connectrpc/connect-node";
 import type { UniversalHandler } from "@connectrpc/connect/protocol";
 import { file_google_rpc_error_details } from "../../gen/google/rpc/error_details_pb.js";
 import { RequestMappingError, checkRoutes, matchPath, requestJson, routesOf, splitPath, type Route } from "./http-rules.js";
 import { restRouteKey } from "./interceptors.js";
+import type { UniversalRequestFactory } from "./server.js";
 import { codeFromConnectName, httpStatusOf, statusNameOf } from "./status.js";
 
 // REST (JSON over HTTP/1.1 or HTTP/2) transcoded onto the very handlers that
@@ -21,6 +21,8 @@ type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
 export interface RestOptions {
   maxBodyBytes: number;
   contextValues: (req: NodeRequest) => ContextValues;
+  /** Builds the router's request from the Node request (server.ts). */
+  universalRequest: UniversalRequestFactory;
   onInternalError: (error: unknown) => void;
 }
 
@@ -62,9 +64,15 @@ function send(res: NodeResponse, status: number, body: string, extraHeaders: Rec
   res.end(body);
 }
 
+const NO_BODY = Buffer.alloc(0);
+
 async function readBody(req: NodeRequest, limit: number): Promise<Buffer> {
-  const declared = Number(req.headers["content-length"] ?? NaN);
+  const length = req.headers["content-length"];
+  const declared = Number(length ?? NaN);
   if (declared > limit) throw new RestError(Code.InvalidArgument, `request body exceeds ${limit} bytes`, 413);
+  // HTTP/1.1 without content-length or transfer-encoding has no body (RFC 9112
+  // §6.3): no need to set up a stream iterator for most GETs.
+  if (req.httpVersionMajor === 1 && (declared === 0 || (length === undefined && req.headers["transfer-encoding"] === undefined))) return NO_BODY;
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
@@ -171,7 +179,7 @@ const badRequest = (fieldViolations: { field: string; description: string }[]): 
   fieldViolations,
 });
 
-function errorDetails(details: unknown): JsonValue[] {
+export function errorDetails(details: unknown): JsonValue[] {
   if (!Array.isArray(details)) return [];
   const out: JsonValue[] = [];
   for (const d of details as { type?: string; value?: string }[]) {
@@ -253,8 +261,8 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
       if (typeof v === "string") header.set(name, v);
     }
     const values = options.contextValues(req).set(restRouteKey, `${route.httpMethod} ${route.template}`);
-    const uReq = universalRequestFromNodeRequest(req as http.IncomingMessage, res as http.ServerResponse, request, values);
-    const uRes = await handler({ ...uReq, method: "POST", url: new URL(handler.requestPath, uReq.url).toString(), header });
+    const uReq = options.universalRequest(req, res, { body: request, header, contextValues: values, method: "POST", path: handler.requestPath });
+    const uRes = await handler(uReq);
     const out = await readAll(uRes.body);
     if (uRes.status === 200) {
       const text = out.toString("utf8");

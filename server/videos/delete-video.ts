@@ -9,6 +9,8 @@ import type { AppContext } from "../context.js";
 import { appendEvent } from "../events/outbox.js";
 import { aborted, invalidArgument, notFound, type FieldViolation } from "../errors.js";
 import { sameEtag } from "./etag.js";
+import { queueDeletion } from "../uploads/finish.js";
+import { uploads } from "../uploads/repository.js";
 import { videos } from "./repository.js";
 import { videoId } from "./rules.js";
 
@@ -25,6 +27,11 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
         throw aborted(`video ${id} was changed since etag ${req.etag} was read`);
       }
       await videos.remove(trx, id);
+      // Stored objects go with the video, reliably: queued here, removed (and
+      // retried until they are) by the storage janitor.
+      for (const u of await uploads.ofVideo(trx, id)) {
+        if (u.state !== "aborted") await queueDeletion(trx, u.object_key, u.state === "open" ? u.store_upload_id : null, ctx.clock());
+      }
       const sequence = (BigInt(current.event_sequence) + 1n).toString();
       const payload = create(VideoDeletedSchema, { videoId: id, ownerId: current.owner_id });
       const now = ctx.clock();

@@ -6,6 +6,10 @@ import deleteVideo from "./delete-video.js";
 import getVideo from "./get-video.js";
 import listVideos from "./list-videos.js";
 import updateVideo from "./update-video.js";
+import abortUpload from "../uploads/abort-upload.js";
+import completeUpload from "../uploads/complete-upload.js";
+import createUpload from "../uploads/create-upload.js";
+import uploadVideoContent from "../uploads/upload-video-content.js";
 
 export default (ctx: AppContext) => (router: ConnectRouter) =>
   router.service(VideoService, {
@@ -14,4 +18,8 @@ export default (ctx: AppContext) => (router: ConnectRouter) =>
     ...listVideos(ctx),
     ...updateVideo(ctx),
     ...deleteVideo(ctx),
+    ...createUpload(ctx),
+    ...completeUpload(ctx),
+    ...abortUpload(ctx),
+    ...uploadVideoContent(ctx),
   });

@@ -16,7 +16,226 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file video/v1/video_service.proto.
  */
 export const file_video_v1_video_service: GenFile = /*@__PURE__*/
-  fileDesc("Chx2aWRlby92MS92aWRlb19zZXJ2aWNlLnByb3RvEgh2aWRlby52MSIiCg9HZXRWaWRlb1JlcXVlc3QSDwoCaWQYASABKAlCA+BBAiJNChJDcmVhdGVWaWRlb1JlcXVlc3QSIwoFdmlkZW8YASABKAsyDy52aWRlby52MS5WaWRlb0ID4EECEhIKCnJlcXVlc3RfaWQYAiABKAkiagoSVXBkYXRlVmlkZW9SZXF1ZXN0EiMKBXZpZGVvGAEgASgLMg8udmlkZW8udjEuVmlkZW9CA+BBAhIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siMwoSRGVsZXRlVmlkZW9SZXF1ZXN0Eg8KAmlkGAEgASgJQgPgQQISDAoEZXRhZxgCIAEoCSLMAgoRTGlzdFZpZGVvc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEAoIb3JkZXJfYnkYAyABKAkSJAoFc3RhdGUYBCABKA4yFS52aWRlby52MS5WaWRlby5TdGF0ZRIuCgp2aXNpYmlsaXR5GAUgASgOMhoudmlkZW8udjEuVmlkZW8uVmlzaWJpbGl0eRIQCghvd25lcl9pZBgGIAEoCRIMCgR0YWdzGAcgAygJEg4KBmxhYmVscxgIIAMoCRI1ChFjcmVhdGVfdGltZV9hZnRlchgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNgoSY3JlYXRlX3RpbWVfYmVmb3JlGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIJCgFxGAsgASgJIk4KEkxpc3RWaWRlb3NSZXNwb25zZRIfCgZ2aWRlb3MYASADKAsyDy52aWRlby52MS5WaWRlbxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAky6wMKDFZpZGVvU2VydmljZRJUCgtDcmVhdGVWaWRlbxIcLnZpZGVvLnYxLkNyZWF0ZVZpZGVvUmVxdWVzdBoPLnZpZGVvLnYxLlZpZGVvIhaC0+STAhA6BXZpZGVvIgcvdmlkZW9zEk8KCEdldFZpZGVvEhkudmlkZW8udjEuR2V0VmlkZW9SZXF1ZXN0Gg8udmlkZW8udjEuVmlkZW8iF5ACAYLT5JMCDhIML3ZpZGVvcy97aWR9ElsKCkxpc3RWaWRlb3MSGy52aWRlby52MS5MaXN0VmlkZW9zUmVxdWVzdBocLnZpZGVvLnYxLkxpc3RWaWRlb3NSZXNwb25zZSISkAIBgtPkkwIJEgcvdmlkZW9zEnwKC1VwZGF0ZVZpZGVvEhwudmlkZW8udjEuVXBkYXRlVmlkZW9SZXF1ZXN0Gg8udmlkZW8udjEuVmlkZW8iPoLT5JMCODoFdmlkZW9aGzoFdmlkZW8yEi92aWRlb3Mve3ZpZGVvLmlkfRoSL3ZpZGVvcy97dmlkZW8uaWR9ElkKC0RlbGV0ZVZpZGVvEhwudmlkZW8udjEuRGVsZXRlVmlkZW9SZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5IhSC0+STAg4qDC92aWRlb3Mve2lkfWIGcHJvdG8z", [file_google_api_annotations, file_google_api_field_behavior, file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_video_v1_video]);
+  fileDesc("Chx2aWRlby92MS92aWRlb19zZXJ2aWNlLnByb3RvEgh2aWRlby52MSKHAQoTQ3JlYXRlVXBsb2FkUmVxdWVzdBIPCgJpZBgBIAEoCUID4EECEhkKDGNvbnRlbnRfdHlwZRgCIAEoCUID4EECEhcKCnNpemVfYnl0ZXMYAyABKANCA+BBAhIXCg9jaGVja3N1bV9zaGEyNTYYBCABKAkSEgoKcmVxdWVzdF9pZBgFIAEoCSKKAgoGVXBsb2FkEhEKCXVwbG9hZF9pZBgBIAEoCRIvCgtleHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASCwoDdXJsGAMgASgJEj8KEHJlcXVpcmVkX2hlYWRlcnMYBCADKAsyJS52aWRlby52MS5VcGxvYWQuUmVxdWlyZWRIZWFkZXJzRW50cnkSEQoJcGFydF9zaXplGAUgASgDEiMKBXBhcnRzGAYgAygLMhQudmlkZW8udjEuVXBsb2FkUGFydBo2ChRSZXF1aXJlZEhlYWRlcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIi4KClVwbG9hZFBhcnQSEwoLcGFydF9udW1iZXIYASABKAUSCwoDdXJsGAIgASgJIkAKFUNvbXBsZXRlVXBsb2FkUmVxdWVzdBIPCgJpZBgBIAEoCUID4EECEhYKCXVwbG9hZF9pZBgCIAEoCUID4EECIj0KEkFib3J0VXBsb2FkUmVxdWVzdBIPCgJpZBgBIAEoCUID4EECEhYKCXVwbG9hZF9pZBgCIAEoCUID4EECImIKGVVwbG9hZFZpZGVvQ29udGVudFJlcXVlc3QSLAoIbWV0YWRhdGEYASABKAsyGC52aWRlby52MS5VcGxvYWRNZXRhZGF0YUgAEg8KBWNodW5rGAIgASgMSABCBgoEZGF0YSJVCg5VcGxvYWRNZXRhZGF0YRIPCgJpZBgBIAEoCUID4EECEhkKDGNvbnRlbnRfdHlwZRgCIAEoCUID4EECEhcKD2NoZWNrc3VtX3NoYTI1NhgDIAEoCSIiCg9HZXRWaWRlb1JlcXVlc3QSDwoCaWQYASABKAlCA+BBAiJNChJDcmVhdGVWaWRlb1JlcXVlc3QSIwoFdmlkZW8YASABKAsyDy52aWRlby52MS5WaWRlb0ID4EECEhIKCnJlcXVlc3RfaWQYAiABKAkiagoSVXBkYXRlVmlkZW9SZXF1ZXN0EiMKBXZpZGVvGAEgASgLMg8udmlkZW8udjEuVmlkZW9CA+BBAhIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siMwoSRGVsZXRlVmlkZW9SZXF1ZXN0Eg8KAmlkGAEgASgJQgPgQQISDAoEZXRhZxgCIAEoCSLMAgoRTGlzdFZpZGVvc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEAoIb3JkZXJfYnkYAyABKAkSJAoFc3RhdGUYBCABKA4yFS52aWRlby52MS5WaWRlby5TdGF0ZRIuCgp2aXNpYmlsaXR5GAUgASgOMhoudmlkZW8udjEuVmlkZW8uVmlzaWJpbGl0eRIQCghvd25lcl9pZBgGIAEoCRIMCgR0YWdzGAcgAygJEg4KBmxhYmVscxgIIAMoCRI1ChFjcmVhdGVfdGltZV9hZnRlchgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNgoSY3JlYXRlX3RpbWVfYmVmb3JlGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIJCgFxGAsgASgJIk4KEkxpc3RWaWRlb3NSZXNwb25zZRIfCgZ2aWRlb3MYASADKAsyDy52aWRlby52MS5WaWRlbxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkyhAcKDFZpZGVvU2VydmljZRJUCgtDcmVhdGVWaWRlbxIcLnZpZGVvLnYxLkNyZWF0ZVZpZGVvUmVxdWVzdBoPLnZpZGVvLnYxLlZpZGVvIhaC0+STAhA6BXZpZGVvIgcvdmlkZW9zEk8KCEdldFZpZGVvEhkudmlkZW8udjEuR2V0VmlkZW9SZXF1ZXN0Gg8udmlkZW8udjEuVmlkZW8iF5ACAYLT5JMCDhIML3ZpZGVvcy97aWR9ElsKCkxpc3RWaWRlb3MSGy52aWRlby52MS5MaXN0VmlkZW9zUmVxdWVzdBocLnZpZGVvLnYxLkxpc3RWaWRlb3NSZXNwb25zZSISkAIBgtPkkwIJEgcvdmlkZW9zEnwKC1VwZGF0ZVZpZGVvEhwudmlkZW8udjEuVXBkYXRlVmlkZW9SZXF1ZXN0Gg8udmlkZW8udjEuVmlkZW8iPoLT5JMCODoFdmlkZW9aGzoFdmlkZW8yEi92aWRlb3Mve3ZpZGVvLmlkfRoSL3ZpZGVvcy97dmlkZW8uaWR9ElkKC0RlbGV0ZVZpZGVvEhwudmlkZW8udjEuRGVsZXRlVmlkZW9SZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5IhSC0+STAg4qDC92aWRlb3Mve2lkfRJgCgxDcmVhdGVVcGxvYWQSHS52aWRlby52MS5DcmVhdGVVcGxvYWRSZXF1ZXN0GhAudmlkZW8udjEuVXBsb2FkIh+C0+STAhk6ASoiFC92aWRlb3Mve2lkfS91cGxvYWRzEngKDkNvbXBsZXRlVXBsb2FkEh8udmlkZW8udjEuQ29tcGxldGVVcGxvYWRSZXF1ZXN0Gg8udmlkZW8udjEuVmlkZW8iNILT5JMCLjoBKiIpL3ZpZGVvcy97aWR9L3VwbG9hZHMve3VwbG9hZF9pZH06Y29tcGxldGUSbQoLQWJvcnRVcGxvYWQSHC52aWRlby52MS5BYm9ydFVwbG9hZFJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkiKILT5JMCIiogL3ZpZGVvcy97aWR9L3VwbG9hZHMve3VwbG9hZF9pZH0STAoSVXBsb2FkVmlkZW9Db250ZW50EiMudmlkZW8udjEuVXBsb2FkVmlkZW9Db250ZW50UmVxdWVzdBoPLnZpZGVvLnYxLlZpZGVvKAFiBnByb3RvMw", [file_google_api_annotations, file_google_api_field_behavior, file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_video_v1_video]);
+
+/**
+ * @generated from message video.v1.CreateUploadRequest
+ */
+export type CreateUploadRequest = Message<"video.v1.CreateUploadRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * A video/* media type.
+   *
+   * @generated from field: string content_type = 2;
+   */
+  contentType: string;
+
+  /**
+   * The exact size of the file; at most 256 GiB.
+   *
+   * @generated from field: int64 size_bytes = 3;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * Lower-case hex SHA-256 of the file; verified on completion when given.
+   *
+   * @generated from field: string checksum_sha256 = 4;
+   */
+  checksumSha256: string;
+
+  /**
+   * A UUID; a replay returns the same session.
+   *
+   * @generated from field: string request_id = 5;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message video.v1.CreateUploadRequest.
+ * Use `create(CreateUploadRequestSchema)` to create a new message.
+ */
+export const CreateUploadRequestSchema: GenMessage<CreateUploadRequest> = /*@__PURE__*/
+  messageDesc(file_video_v1_video_service, 0);
+
+/**
+ * An upload session (returned by CreateUpload).
+ *
+ * @generated from message video.v1.Upload
+ */
+export type Upload = Message<"video.v1.Upload"> & {
+  /**
+   * @generated from field: string upload_id = 1;
+   */
+  uploadId: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp expire_time = 2;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * Single upload: PUT the whole file here with required_headers.
+   *
+   * @generated from field: string url = 3;
+   */
+  url: string;
+
+  /**
+   * @generated from field: map<string, string> required_headers = 4;
+   */
+  requiredHeaders: { [key: string]: string };
+
+  /**
+   * Multipart upload: PUT each part (part_size bytes, the last one shorter) to its URL.
+   *
+   * @generated from field: int64 part_size = 5;
+   */
+  partSize: bigint;
+
+  /**
+   * @generated from field: repeated video.v1.UploadPart parts = 6;
+   */
+  parts: UploadPart[];
+};
+
+/**
+ * Describes the message video.v1.Upload.
+ * Use `create(UploadSchema)` to create a new message.
+ */
+export const UploadSchema: GenMessage<Upload> = /*@__PURE__*/
+  messageDesc(file_video_v1_video_service, 1);
+
+/**
+ * @generated from message video.v1.UploadPart
+ */
+export type UploadPart = Message<"video.v1.UploadPart"> & {
+  /**
+   * @generated from field: int32 part_number = 1;
+   */
+  partNumber: number;
+
+  /**
+   * @generated from field: string url = 2;
+   */
+  url: string;
+};
+
+/**
+ * Describes the message video.v1.UploadPart.
+ * Use `create(UploadPartSchema)` to create a new message.
+ */
+export const UploadPartSchema: GenMessage<UploadPart> = /*@__PURE__*/
+  messageDesc(file_video_v1_video_service, 2);
+
+/**
+ * @generated from message video.v1.CompleteUploadRequest
+ */
+export type CompleteUploadRequest = Message<"video.v1.CompleteUploadRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string upload_id = 2;
+   */
+  uploadId: string;
+};
+
+/**
+ * Describes the message video.v1.CompleteUploadRequest.
+ * Use `create(CompleteUploadRequestSchema)` to create a new message.
+ */
+export const CompleteUploadRequestSchema: GenMessage<CompleteUploadRequest> = /*@__PURE__*/
+  messageDesc(file_video_v1_video_service, 3);
+
+/**
+ * @generated from message video.v1.AbortUploadRequest
+ */
+export type AbortUploadRequest = Message<"video.v1.AbortUploadRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string upload_id = 2;
+   */
+  uploadId: string;
+};
+
+/**
+ * Describes the message video.v1.AbortUploadRequest.
+ * Use `create(AbortUploadRequestSchema)` to create a new message.
+ */
+export const AbortUploadRequestSchema: GenMessage<AbortUploadRequest> = /*@__PURE__*/
+  messageDesc(file_video_v1_video_service, 4);
+
+/**
+ * @generated from message video.v1.UploadVideoContentRequest
+ */
+export type UploadVideoContentRequest = Message<"video.v1.UploadVideoContentRequest"> & {
+  /**
+   * @generated from oneof video.v1.UploadVideoContentRequest.data
+   */
+  data: {
+    /**
+     * First message only.
+     *
+     * @generated from field: video.v1.UploadMetadata metadata = 1;
+     */
+    value: UploadMetadata;
+    case: "metadata";
+  } | {
+    /**
+     * @generated from field: bytes chunk = 2;
+     */
+    value: Uint8Array;
+    case: "chunk";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message video.v1.UploadVideoContentRequest.
+ * Use `create(UploadVideoContentRequestSchema)` to create a new message.
+ */
+export const UploadVideoContentRequestSchema: GenMessage<UploadVideoContentRequest> = /*@__PURE__*/
+  messageDesc(file_video_v1_video_service, 5);
+
+/**
+ * @generated from message video.v1.UploadMetadata
+ */
+export type UploadMetadata = Message<"video.v1.UploadMetadata"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string content_type = 2;
+   */
+  contentType: string;
+
+  /**
+   * Lower-case hex SHA-256 of the file; checked against what was streamed when given.
+   *
+   * @generated from field: string checksum_sha256 = 3;
+   */
+  checksumSha256: string;
+};
+
+/**
+ * Describes the message video.v1.UploadMetadata.
+ * Use `create(UploadMetadataSchema)` to create a new message.
+ */
+export const UploadMetadataSchema: GenMessage<UploadMetadata> = /*@__PURE__*/
+  messageDesc(file_video_v1_video_service, 6);
 
 /**
  * @generated from message video.v1.GetVideoRequest
@@ -33,7 +252,7 @@ export type GetVideoRequest = Message<"video.v1.GetVideoRequest"> & {
  * Use `create(GetVideoRequestSchema)` to create a new message.
  */
 export const GetVideoRequestSchema: GenMessage<GetVideoRequest> = /*@__PURE__*/
-  messageDesc(file_video_v1_video_service, 0);
+  messageDesc(file_video_v1_video_service, 7);
 
 /**
  * @generated from message video.v1.CreateVideoRequest
@@ -57,7 +276,7 @@ export type CreateVideoRequest = Message<"video.v1.CreateVideoRequest"> & {
  * Use `create(CreateVideoRequestSchema)` to create a new message.
  */
 export const CreateVideoRequestSchema: GenMessage<CreateVideoRequest> = /*@__PURE__*/
-  messageDesc(file_video_v1_video_service, 1);
+  messageDesc(file_video_v1_video_service, 8);
 
 /**
  * @generated from message video.v1.UpdateVideoRequest
@@ -83,7 +302,7 @@ export type UpdateVideoRequest = Message<"video.v1.UpdateVideoRequest"> & {
  * Use `create(UpdateVideoRequestSchema)` to create a new message.
  */
 export const UpdateVideoRequestSchema: GenMessage<UpdateVideoRequest> = /*@__PURE__*/
-  messageDesc(file_video_v1_video_service, 2);
+  messageDesc(file_video_v1_video_service, 9);
 
 /**
  * @generated from message video.v1.DeleteVideoRequest
@@ -105,7 +324,7 @@ export type DeleteVideoRequest = Message<"video.v1.DeleteVideoRequest"> & {
  * Use `create(DeleteVideoRequestSchema)` to create a new message.
  */
 export const DeleteVideoRequestSchema: GenMessage<DeleteVideoRequest> = /*@__PURE__*/
-  messageDesc(file_video_v1_video_service, 3);
+  messageDesc(file_video_v1_video_service, 10);
 
 /**
  * @generated from message video.v1.ListVideosRequest
@@ -185,7 +404,7 @@ export type ListVideosRequest = Message<"video.v1.ListVideosRequest"> & {
  * Use `create(ListVideosRequestSchema)` to create a new message.
  */
 export const ListVideosRequestSchema: GenMessage<ListVideosRequest> = /*@__PURE__*/
-  messageDesc(file_video_v1_video_service, 4);
+  messageDesc(file_video_v1_video_service, 11);
 
 /**
  * @generated from message video.v1.ListVideosResponse
@@ -209,7 +428,7 @@ export type ListVideosResponse = Message<"video.v1.ListVideosResponse"> & {
  * Use `create(ListVideosResponseSchema)` to create a new message.
  */
 export const ListVideosResponseSchema: GenMessage<ListVideosResponse> = /*@__PURE__*/
-  messageDesc(file_video_v1_video_service, 5);
+  messageDesc(file_video_v1_video_service, 12);
 
 /**
  * Owns the lifecycle of videos: metadata, uploads and domain events.
@@ -263,7 +482,8 @@ export const VideoService: GenService<{
     output: typeof VideoSchema;
   },
   /**
-   * Deletes a video. An etag, when given, must match.
+   * Deletes a video. An etag, when given, must match. Its stored objects are
+   * removed afterwards by a retried background job.
    *
    * @generated from rpc video.v1.VideoService.DeleteVideo
    */
@@ -271,6 +491,52 @@ export const VideoService: GenService<{
     methodKind: "unary";
     input: typeof DeleteVideoRequestSchema;
     output: typeof EmptySchema;
+  },
+  /**
+   * Opens an upload session for the video's raw file: one presigned PUT URL,
+   * or presigned multipart part URLs above the multipart threshold. Idempotent
+   * by request_id.
+   *
+   * @generated from rpc video.v1.VideoService.CreateUpload
+   */
+  createUpload: {
+    methodKind: "unary";
+    input: typeof CreateUploadRequestSchema;
+    output: typeof UploadSchema;
+  },
+  /**
+   * Verifies the uploaded object (size, and checksum when declared), records
+   * it as the video's source, moves the video to STATE_UPLOADED and emits
+   * video.v1.VideoUploaded. Completing a completed upload returns the video.
+   *
+   * @generated from rpc video.v1.VideoService.CompleteUpload
+   */
+  completeUpload: {
+    methodKind: "unary";
+    input: typeof CompleteUploadRequestSchema;
+    output: typeof VideoSchema;
+  },
+  /**
+   * Abandons an upload session and whatever was uploaded for it.
+   *
+   * @generated from rpc video.v1.VideoService.AbortUpload
+   */
+  abortUpload: {
+    methodKind: "unary";
+    input: typeof AbortUploadRequestSchema;
+    output: typeof EmptySchema;
+  },
+  /**
+   * Streams the raw file through the service: the first message carries the
+   * metadata, the following ones chunks of bytes. Over REST:
+   * PUT /videos/{id}/content with the raw bytes as the body.
+   *
+   * @generated from rpc video.v1.VideoService.UploadVideoContent
+   */
+  uploadVideoContent: {
+    methodKind: "client_streaming";
+    input: typeof UploadVideoContentRequestSchema;
+    output: typeof VideoSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_video_v1_video_service, 0);

@@ -1,0 +1,95 @@
+import type * as http from "node:http";
+import { create, fromBinary, toBinary, toJsonString } from "@bufbuild/protobuf";
+import type { ConnectRouter, ContextValues } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
+import { VideoSchema } from "../../gen/video/v1/video_pb.js";
+import { UploadVideoContentRequestSchema, VideoService } from "../../gen/video/v1/video_service_pb.js";
+import { restRouteKey } from "./interceptors.js";
+import type { NodeRequest, NodeResponse } from "./listener.js";
+import { errorDetails, sendRestError } from "./rest.js";
+import type { UniversalRequestFactory } from "./server.js";
+import { codeFromConnectName, httpStatusOf } from "./status.js";
+
+// REST PUT /videos/{id}/content: the raw body becomes a client-streaming
+// Connect call to UploadVideoContent (metadata, then one message per body
+// chunk), dispatched to the router's own handler — so the streamed upload goes
+// through the same interceptors (auth, logging, metrics) as gRPC. Nothing is
+// buffered beyond one chunk.
+
+const ROUTE = /^\/videos\/([^/]+)\/content$/;
+const PATH = `/${VideoService.typeName}/${VideoService.method.uploadVideoContent.name}`;
+
+function envelope(bytes: Uint8Array, flags = 0): Uint8Array {
+  const out = new Uint8Array(5 + bytes.length);
+  out[0] = flags;
+  new DataView(out.buffer).setUint32(1, bytes.length);
+  out.set(bytes, 5);
+  return out;
+}
+
+async function* requestStream(req: NodeRequest, id: string, contentType: string, checksum: string) {
+  const metadata = create(UploadVideoContentRequestSchema, { data: { case: "metadata", value: { id, contentType, checksumSha256: checksum } } });
+  yield envelope(toBinary(UploadVideoContentRequestSchema, metadata));
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    yield envelope(toBinary(UploadVideoContentRequestSchema, create(UploadVideoContentRequestSchema, { data: { case: "chunk", value: chunk } })));
+  }
+}
+
+/** Splits a Connect streaming response body into its envelopes. */
+function envelopes(body: Buffer): { flags: number; data: Buffer }[] {
+  const out = [];
+  for (let at = 0; at + 5 <= body.length; ) {
+    const length = body.readUInt32BE(at + 1);
+    out.push({ flags: body[at], data: body.subarray(at + 5, at + 5 + length) });
+    at += 5 + length;
+  }
+  return out;
+}
+
+export function createRestUploadHandler(router: ConnectRouter, o: { contextValues: () => ContextValues; universalRequest: UniversalRequestFactory }) {
+  const handler = router.handlers.find((h) => h.requestPath === PATH);
+  if (!handler) throw new Error(`${PATH} is not registered`);
+  return (req: NodeRequest, res: NodeResponse): boolean => {
+    const m = ROUTE.exec((req.url ?? "").split("?")[0]);
+    if (!m || req.method !== "PUT") return false;
+    void (async () => {
+      const header = new Headers({ "content-type": "application/connect+proto" });
+      for (const name of ["authorization", "traceparent", "x-request-id", "user-agent"]) {
+        const v = req.headers[name];
+        if (typeof v === "string") header.set(name, v);
+      }
+      const checksum = String(req.headers["x-checksum-sha256"] ?? req.headers["x-amz-checksum-sha256"] ?? "");
+      const uReq = o.universalRequest(req, res, {
+        method: "POST",
+        path: PATH,
+        header,
+        body: requestStream(req, decodeURIComponent(m[1]), String(req.headers["content-type"] ?? ""), checksum),
+        contextValues: o.contextValues().set(restRouteKey, "PUT /videos/{id}/content"),
+      });
+      const uRes = await handler(uReq);
+      const chunks: Uint8Array[] = [];
+      for await (const c of uRes.body ?? []) chunks.push(c);
+      let video;
+      let error: { code?: string; message?: string; details?: unknown } | undefined;
+      for (const e of envelopes(Buffer.concat(chunks))) {
+        if (e.flags & 0b10) error = (JSON.parse(e.data.toString("utf8") || "{}") as { error?: typeof error }).error;
+        else video = fromBinary(VideoSchema, e.data);
+      }
+      if (video && !error) {
+        const body = toJsonString(VideoSchema, video);
+        (res as http.ServerResponse).writeHead(200, {
+          "content-type": "application/json; charset=utf-8",
+          "content-length": Buffer.byteLength(body),
+          etag: `"${video.etag}"`,
+          "x-content-type-options": "nosniff",
+          "cache-control": "no-store",
+        });
+        res.end(body);
+        return;
+      }
+      const code = error ? codeFromConnectName(error.code) : Code.Internal;
+      sendRestError(res, httpStatusOf(code), code, error?.message ?? "internal error", errorDetails(error?.details));
+    })().catch(() => sendRestError(res, 500, Code.Internal, "internal error"));
+    return true;
+  };
+}

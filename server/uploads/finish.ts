@@ -1,0 +1,31 @@
+import { create } from "@bufbuild/protobuf";
+import type { Transaction } from "kysely";
+import { VideoUploadedSchema } from "../../gen/video/v1/events_pb.js";
+import type { Video } from "../../gen/video/v1/video_pb.js";
+import type { Database, SourceColumn } from "../db/schema.js";
+import { appendEvent } from "../events/outbox.js";
+import { toVideo } from "../videos/convert.js";
+import { newEtag } from "../videos/etag.js";
+import type { VideoRow } from "../videos/repository.js";
+import { videos } from "../videos/repository.js";
+
+// The one way a video becomes UPLOADED: source recorded, state moved, etag
+// renewed and VideoUploaded queued — all in the caller's transaction.
+export async function markUploaded(trx: Transaction<Database>, current: VideoRow, source: SourceColumn, now: Date): Promise<Video> {
+  const sequence = (BigInt(current.event_sequence) + 1n).toString();
+  const row = await videos.update(trx, current.id, {
+    state: "uploaded",
+    source: JSON.stringify(source),
+    etag: newEtag(),
+    update_time: now,
+    event_sequence: sequence,
+  });
+  const video = toVideo(row);
+  await appendEvent(trx, { videoId: current.id, sequence, schema: VideoUploadedSchema, payload: create(VideoUploadedSchema, { video }), time: now });
+  return video;
+}
+
+/** Queues stored objects for removal by the storage janitor (retried until done). */
+export function queueDeletion(trx: Transaction<Database>, objectKey: string, storeUploadId: string | null, now: Date) {
+  return trx.insertInto("storage_deletions").values({ object_key: objectKey, store_upload_id: storeUploadId, next_attempt_time: now, create_time: now }).execute();
+}
