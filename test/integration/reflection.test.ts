@@ -55,11 +55,15 @@ t.test("buf curl uses server reflection", async (t) => {
   t.equal(list.code, 0, list.stderr);
   const methods = list.stdout.trim().split("\n").filter((l) => l.startsWith("video.v1.VideoService/"));
   t.same(methods.sort(), [
+    "video.v1.VideoService/AbortUpload",
+    "video.v1.VideoService/CompleteUpload",
+    "video.v1.VideoService/CreateUpload",
     "video.v1.VideoService/CreateVideo",
     "video.v1.VideoService/DeleteVideo",
     "video.v1.VideoService/GetVideo",
     "video.v1.VideoService/ListVideos",
     "video.v1.VideoService/UpdateVideo",
+    "video.v1.VideoService/UploadVideoContent",
   ]);
   t.match(list.stdout, /grpc\.health\.v1\.Health\/Check/);
   t.match(list.stdout, /grpc\.reflection\.v1\.ServerReflection\/ServerReflectionInfo/);

@@ -113,6 +113,9 @@ t.test("routes derived from VideoService", async (t) => {
   t.same(
     got,
     [
+      'AbortUpload DELETE /videos/{id}/uploads/{upload_id} body=""',
+      'CompleteUpload POST /videos/{id}/uploads/{upload_id}:complete body="*"',
+      'CreateUpload POST /videos/{id}/uploads body="*"',
       'CreateVideo POST /videos body="video"',
       'DeleteVideo DELETE /videos/{id} body=""',
       'GetVideo GET /videos/{id} body=""',
@@ -128,6 +131,7 @@ t.test("routes derived from VideoService", async (t) => {
   t.equal(route("PATCH", "/videos/{video.id}").method, route("PUT", "/videos/{video.id}").method, "PATCH and PUT are the same RPC");
   t.same(route("PUT", "/videos/{video.id}").segments, [{ literal: "videos" }, { field: "video.id", multi: false }]);
   t.equal(route("GET", "/videos").verb, undefined);
+  t.equal(route("POST", "/videos/{id}/uploads/{upload_id}:complete").verb, "complete");
   t.doesNotThrow(() => checkRoutes(routes), "every path variable names a string field");
 });
 
