@@ -1,5 +1,7 @@
 import { readdir, readFile } from "node:fs/promises";
 import { basename, join, sep } from "node:path";
+import type { Selectable } from "kysely";
+import type { FlywaySchemaHistoryTable } from "./schema.js";
 
 // The pure half of the migration runner: Flyway's file naming, version order
 // and checksum, and the comparison of files on disk with flyway_schema_history.
@@ -16,15 +18,10 @@ export interface MigrationFile {
 }
 
 // The subset of a flyway_schema_history row that validation looks at.
-export interface HistoryRow {
-  installed_rank: number;
-  version: string | null;
-  description: string;
-  type: string;
-  script: string;
-  checksum: number | null;
-  success: boolean;
-}
+export type HistoryRow = Pick<
+  Selectable<FlywaySchemaHistoryTable>,
+  "installed_rank" | "version" | "description" | "type" | "script" | "checksum" | "success"
+>;
 
 // --- CRC32 (IEEE 802.3, the polynomial of java.util.zip.CRC32) ---------------
 

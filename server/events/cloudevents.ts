@@ -1,5 +1,7 @@
 import { createRegistry, fromBinary, toJsonString, type DescMessage, type Message } from "@bufbuild/protobuf";
+import type { Selectable } from "kysely";
 import { file_video_v1_events } from "../../gen/video/v1/events_pb.js";
+import type { OutboxTable } from "../db/schema.js";
 
 // CloudEvents 1.0 in binary content mode over the Pub/Sub protocol binding
 // (https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/pubsub-protocol-binding.md):
@@ -11,15 +13,8 @@ const registry = createRegistry(file_video_v1_events);
 
 export type EventsFormat = "json" | "protobuf";
 
-export interface StoredEvent {
-  id: string;
-  event_id: string;
-  video_id: string;
-  sequence: string;
-  type: string;
-  payload: Uint8Array;
-  create_time: Date;
-}
+/** An outbox row as the relay reads it. */
+export type StoredEvent = Pick<Selectable<OutboxTable>, "id" | "event_id" | "video_id" | "sequence" | "type" | "payload" | "create_time">;
 
 export interface CloudEvent {
   attributes: Record<string, string>;

@@ -1,11 +1,11 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
-import type { Kysely } from "kysely";
+import type { Kysely, Selectable } from "kysely";
 import { EventSchema, EventService, type Event } from "../../gen/video/v1/event_service_pb.js";
 import { callerOf } from "../auth/caller.js";
 import { assertMayReadEvents } from "../auth/policy.js";
-import type { Database } from "../db/schema.js";
+import type { Database, OutboxTable } from "../db/schema.js";
 import { invalidArgument, type FieldViolation } from "../errors.js";
 import { videoId } from "../videos/rules.js";
 import { decodePayload } from "./cloudevents.js";
@@ -22,15 +22,7 @@ const payloadCase = new Map(
   EventSchema.oneofs[0].fields.map((f) => [f.message!.typeName, f.localName as NonNullable<Event["payload"]["case"]>]),
 );
 
-interface EventRow {
-  event_id: string;
-  video_id: string;
-  sequence: string;
-  type: string;
-  payload: Uint8Array;
-  create_time: Date;
-  publish_position: string | null;
-}
+type EventRow = Pick<Selectable<OutboxTable>, "event_id" | "video_id" | "sequence" | "type" | "payload" | "create_time" | "publish_position">;
 
 function toEvent(row: EventRow): Event {
   return create(EventSchema, {
