@@ -1,5 +1,6 @@
 import { isIP } from "node:net";
 import path from "node:path";
+import { keyFromFile } from "./auth/jwt.js";
 
 // Every environment variable the service reads, parsed and validated in one
 // place. A bad value fails start-up with one line naming the variable.
@@ -53,6 +54,14 @@ function jwtConfig(env: Env): JwtConfig | undefined {
   const audience = env.JWT_AUDIENCE?.trim();
   if (!issuer) throw new ConfigError("JWT_ISSUER must be set when JWT validation is configured");
   if (!audience) throw new ConfigError("JWT_AUDIENCE must be set when JWT validation is configured");
+  if (publicKeyFile) {
+    // Read now, so a bad key file is one line at start-up, not a failure later.
+    try {
+      keyFromFile(publicKeyFile);
+    } catch (e) {
+      throw new ConfigError(`JWT_PUBLIC_KEY_FILE cannot be read as a PEM public key, JWK or JWKS: ${(e as Error).message.split("\n")[0]}`);
+    }
+  }
   return { jwksUrl, publicKeyFile, issuer, audience, rolesClaim: env.JWT_ROLES_CLAIM?.trim() || "roles" };
 }
 
@@ -155,7 +164,11 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError(`AUTH_DISABLED is only allowed on a loopback HOST, not "${host}"; set JWT_JWKS_URL or JWT_PUBLIC_KEY_FILE`);
   }
   if (!authDisabled && !jwt) {
-    throw new ConfigError(`HOST "${host}" is not loopback: set JWT_JWKS_URL or JWT_PUBLIC_KEY_FILE (auth cannot be off on a public address)`);
+    throw new ConfigError(
+      isLoopback(host)
+        ? "AUTH_DISABLED=false needs JWT settings: set JWT_JWKS_URL or JWT_PUBLIC_KEY_FILE"
+        : `HOST "${host}" is not loopback: set JWT_JWKS_URL or JWT_PUBLIC_KEY_FILE (auth cannot be off on a public address)`,
+    );
   }
   const databaseUrl = env.DATABASE_URL?.trim() || undefined;
   if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {

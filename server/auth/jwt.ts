@@ -15,7 +15,7 @@ const CLOCK_TOLERANCE_S = 30;
 
 export type TokenVerifier = (token: string) => Promise<Caller>;
 
-function keyFromFile(file: string): KeyObject | JWTVerifyGetKey {
+export function keyFromFile(file: string): KeyObject | JWTVerifyGetKey {
   const text = readFileSync(file, "utf8");
   if (text.trimStart().startsWith("{")) {
     const json = JSON.parse(text) as { keys?: unknown[] };
