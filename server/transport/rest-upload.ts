@@ -27,11 +27,19 @@ function envelope(bytes: Uint8Array, flags = 0): Uint8Array {
   return out;
 }
 
+// A read from the request returns everything buffered so far, which can be
+// many MiB when the client is faster than the store; one message must stay
+// well under the router's readMaxBytes (MAX_BODY_BYTES, 1 MiB by default).
+const MAX_CHUNK_BYTES = 64 * 1024;
+
 async function* requestStream(req: NodeRequest, id: string, contentType: string, checksum: string) {
   const metadata = create(UploadVideoContentRequestSchema, { data: { case: "metadata", value: { id, contentType, checksumSha256: checksum } } });
   yield envelope(toBinary(UploadVideoContentRequestSchema, metadata));
   for await (const chunk of req as AsyncIterable<Buffer>) {
-    yield envelope(toBinary(UploadVideoContentRequestSchema, create(UploadVideoContentRequestSchema, { data: { case: "chunk", value: chunk } })));
+    for (let at = 0; at < chunk.length; at += MAX_CHUNK_BYTES) {
+      const value = chunk.subarray(at, at + MAX_CHUNK_BYTES);
+      yield envelope(toBinary(UploadVideoContentRequestSchema, create(UploadVideoContentRequestSchema, { data: { case: "chunk", value } })));
+    }
   }
 }
 
