@@ -15,7 +15,15 @@ export async function verifyStoredObject(ctx: AppContext, s: UploadRow): Promise
   const size = Number(s.size_bytes);
   if (s.kind === "multipart" && s.store_upload_id) {
     const landed = await ctx.store.head(s.object_key);
-    if (!landed) await ctx.store.completeMultipartUpload(s.object_key, s.store_upload_id, size);
+    if (!landed) {
+      try {
+        await ctx.store.completeMultipartUpload(s.object_key, s.store_upload_id, size);
+      } catch (e) {
+        // A concurrent completion may have finished the upload in the
+        // meantime (it is then gone from the store): what landed decides.
+        if (!(await ctx.store.head(s.object_key))) throw e;
+      }
+    }
   }
   const info = await ctx.store.head(s.object_key);
   if (!info) throw failedPrecondition(`nothing has been uploaded for upload ${s.id} yet`);
