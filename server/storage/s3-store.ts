@@ -19,7 +19,6 @@ import {
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
-import { ConfiguredRetryStrategy } from "@smithy/core/retry";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Metrics } from "../metrics.js";
@@ -39,6 +38,38 @@ export interface S3Options {
 const hexToBase64 = (hex: string) => Buffer.from(hex, "hex").toString("base64");
 const base64ToHex = (b64: string) => Buffer.from(b64, "base64").toString("hex");
 
+/**
+ * Retries throttling and transient errors up to maxRetries times, for every
+ * call. The SDK's standard strategy (ConfiguredRetryStrategy included) also
+ * keeps a client-wide retry quota — 500 tokens, 5 to 14 per retry, refilled
+ * one per successful call — that a few dozen failed calls of an outage use
+ * up; after that nothing was retried until hundreds of calls had succeeded,
+ * so S3_MAX_RETRIES silently stopped holding.
+ */
+class PerCallRetries {
+  constructor(
+    private readonly maxRetries: number,
+    private readonly backoffMs: (attempt: number) => number,
+  ) {}
+
+  async acquireInitialRetryToken(_scope: string) {
+    return retryToken(0, 0);
+  }
+
+  async refreshRetryTokenForRetry(token: { getRetryCount(): number }, error: { errorType: string }) {
+    const retries = token.getRetryCount();
+    if ((error.errorType !== "THROTTLING" && error.errorType !== "TRANSIENT") || retries >= this.maxRetries) {
+      throw new Error("No retry token available");
+    }
+    return retryToken(retries + 1, this.backoffMs(retries + 1));
+  }
+
+  recordSuccess(_token: unknown) {}
+}
+
+/** The retry middleware waits getRetryDelay() ms before the next attempt. */
+const retryToken = (retries: number, delayMs: number) => ({ getRetryCount: () => retries, getRetryDelay: () => delayMs });
+
 export function createS3Client(o: S3Options, metrics: Metrics): S3Client {
   const agentOptions = { keepAlive: true, maxSockets: o.maxSockets };
   const client = new S3Client({
@@ -47,7 +78,9 @@ export function createS3Client(o: S3Options, metrics: Metrics): S3Client {
     forcePathStyle: o.forcePathStyle,
     // Exponential backoff with full jitter, capped at 2 s per wait, so a
     // storage outage fails the call within seconds rather than minutes.
-    retryStrategy: new ConfiguredRetryStrategy(o.maxRetries + 1, (attempt) => Math.random() * Math.min(2_000, 100 * 2 ** attempt)),
+    retryStrategy: new PerCallRetries(o.maxRetries, (attempt) => Math.random() * Math.min(2_000, 100 * 2 ** attempt)),
+    // Only read for the amz-sdk-request header ("attempt=1; max=…").
+    maxAttempts: o.maxRetries + 1,
     requestHandler: new NodeHttpHandler({
       connectionTimeout: 3_000,
       requestTimeout: 10_000,
