@@ -83,7 +83,10 @@ export function createS3Client(o: S3Options, metrics: Metrics): S3Client {
     maxAttempts: o.maxRetries + 1,
     requestHandler: new NodeHttpHandler({
       connectionTimeout: 3_000,
-      requestTimeout: 10_000,
+      // A connection that carries nothing for 10 s is given up (and the call
+      // retried). Not requestTimeout: since @smithy/node-http-handler 4 that
+      // bounds the whole call but only logs a warning when exceeded.
+      socketTimeout: 10_000,
       httpAgent: new http.Agent(agentOptions),
       httpsAgent: new https.Agent(agentOptions),
     }),
