@@ -125,7 +125,7 @@ export class FsStore implements ObjectStore {
   readonly root: string;
   private readonly objectsDir: string;
   private readonly multipartDir: string;
-  private readonly publicBaseUrl: string;
+  private publicBaseUrl: string;
   private readonly signingKey: Buffer;
   private readonly minPartBytes: number;
   // Per-key queue around the commit (the two renames) and head, so that in
@@ -179,6 +179,11 @@ export class FsStore implements ObjectStore {
   }
 
   /** The embedded default: DATA_DIR/objects with DATA_DIR/object-signing.key. */
+  /** Once the port is known (PORT=0 binds a free one), signed URLs point at it. */
+  listeningOn(port: number): void {
+    this.publicBaseUrl = this.publicBaseUrl.replace(/:0(?=$|\/)/, `:${port}`);
+  }
+
   static async open(dataDir: string, publicBaseUrl: string): Promise<FsStore> {
     const signingKey = await FsStore.loadOrCreateSigningKey(path.join(dataDir, "object-signing.key"));
     return new FsStore({ root: path.join(dataDir, "objects"), publicBaseUrl, signingKey });

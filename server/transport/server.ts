@@ -145,6 +145,7 @@ export function createServer(ctx: AppContext) {
     relay,
     async listen(port: number, host: string) {
       const address = await listener.listen(port, host);
+      if (ctx.store instanceof FsStore) ctx.store.listeningOn(address.port);
       relay.start();
       upkeep = startStorageUpkeep(ctx);
       return address;

@@ -1,5 +1,6 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { VideoService } from "../../gen/video/v1/video_service_pb.js";
+import { logAudit, recordAdminAction, type AuditEntry } from "../audit/audit-log.js";
 import { callerOf } from "../auth/caller.js";
 import { writeAccess } from "../auth/policy.js";
 import type { AppContext } from "../context.js";
@@ -17,9 +18,14 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
     if (out.length > 0) throw invalidArgument(out);
     const video = await videos.find(ctx.db, id);
     if (!video) throw notFound(`video ${id}`);
-    writeAccess(callerOf(hc), video, id);
+    const access = writeAccess(callerOf(hc), video, id);
     const session = await uploads.find(ctx.db, id, uploadId);
     if (!session) throw notFound(`upload ${uploadId} of video ${id}`);
-    return completeSession(ctx, session);
+    let audit: AuditEntry | undefined;
+    const completed = await completeSession(ctx, session, async (trx, now) => {
+      if (access === "admin") audit = await recordAdminAction(trx, hc, id, { state: { before: "STATE_PENDING_UPLOAD", after: "STATE_UPLOADED" }, upload_id: { before: null, after: uploadId } }, now);
+    });
+    logAudit(ctx.logger, audit);
+    return completed;
   },
 });

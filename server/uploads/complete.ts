@@ -1,5 +1,7 @@
 import type { Video } from "../../gen/video/v1/video_pb.js";
+import type { Transaction } from "kysely";
 import type { AppContext } from "../context.js";
+import type { Database } from "../db/schema.js";
 import { failedPrecondition, notFound } from "../errors.js";
 import { toVideo } from "../videos/convert.js";
 import { videos } from "../videos/repository.js";
@@ -35,7 +37,15 @@ export async function verifyStoredObject(ctx: AppContext, s: UploadRow): Promise
   }
 }
 
-export async function completeSession(ctx: AppContext, s: UploadRow): Promise<Video> {
+/**
+ * `inTransaction` runs inside the completing transaction, after the state
+ * change (the audit entry of an admin acting on someone else's video).
+ */
+export async function completeSession(
+  ctx: AppContext,
+  s: UploadRow,
+  inTransaction?: (trx: Transaction<Database>, now: Date) => Promise<unknown>,
+): Promise<Video> {
   if (s.state === "aborted") throw failedPrecondition(`upload ${s.id} was aborted`);
   if (s.state === "open") {
     if (new Date(s.expire_time).getTime() < ctx.clock().getTime()) throw failedPrecondition(`upload ${s.id} has expired`);
@@ -50,7 +60,7 @@ export async function completeSession(ctx: AppContext, s: UploadRow): Promise<Vi
     if (video.state !== "pending_upload") throw failedPrecondition(`video ${s.video_id} is ${video.state}, not waiting for an upload`);
     const now = ctx.clock();
     await uploads.setState(trx, s.id, "completed", now);
-    return markUploaded(
+    const uploaded = await markUploaded(
       trx,
       video,
       {
@@ -62,5 +72,7 @@ export async function completeSession(ctx: AppContext, s: UploadRow): Promise<Vi
       },
       now,
     );
+    await inTransaction?.(trx, now);
+    return uploaded;
   });
 }

@@ -2,6 +2,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { v7 as uuidv7 } from "uuid";
 import type { VideoService } from "../../gen/video/v1/video_service_pb.js";
+import { logAudit, recordAdminAction } from "../audit/audit-log.js";
 import { callerOf } from "../auth/caller.js";
 import { writeAccess } from "../auth/policy.js";
 import type { AppContext } from "../context.js";
@@ -47,7 +48,7 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
 
     const video = await videos.find(ctx.db, id);
     if (!video) throw notFound(`video ${id}`);
-    writeAccess(caller, video, id);
+    const access = writeAccess(caller, video, id);
     const requestId = req.requestId === "" ? null : req.requestId.toLowerCase();
     if (requestId) {
       const earlier = await uploads.findByRequest(ctx.db, id, requestId);
@@ -85,7 +86,13 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
       create_time: now,
       update_time: now,
     };
-    await ctx.db.transaction().execute((trx) => uploads.insert(trx, row));
+    const audit = await ctx.db.transaction().execute(async (trx) => {
+      await uploads.insert(trx, row);
+      if (access !== "admin") return undefined;
+      const after = { upload_id: uploadId, content_type: type, size_bytes: size };
+      return recordAdminAction(trx, hc, id, { upload: { before: null, after } }, now);
+    });
+    logAudit(ctx.logger, audit);
     return sessionUrls(ctx, { ...row, size_bytes: String(size), part_size: partSize === null ? null : String(partSize) });
   },
 });

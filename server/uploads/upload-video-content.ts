@@ -2,6 +2,7 @@ import { Readable } from "node:stream";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { v7 as uuidv7 } from "uuid";
 import type { UploadVideoContentRequest, VideoService } from "../../gen/video/v1/video_service_pb.js";
+import { logAudit, recordAdminAction, type AuditEntry } from "../audit/audit-log.js";
 import { callerOf } from "../auth/caller.js";
 import { writeAccess } from "../auth/policy.js";
 import type { AppContext } from "../context.js";
@@ -49,7 +50,7 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
 
     const video = await videos.find(ctx.db, id);
     if (!video) throw notFound(`video ${id}`);
-    writeAccess(callerOf(hc), video, id);
+    const access = writeAccess(callerOf(hc), video, id);
     if (video.state !== "pending_upload") throw failedPrecondition(`video ${id} is ${video.state}, not waiting for an upload`);
 
     const uploadId = uuidv7();
@@ -60,7 +61,8 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
     try {
       if (stored.sizeBytes === 0) throw invalidArgument([{ field: "data", description: "the upload is empty" }]);
       if (declared && declared !== stored.checksumSha256) throw failedPrecondition("the streamed bytes' SHA-256 is not the declared one");
-      return await ctx.db.transaction().execute(async (trx) => {
+      let audit: AuditEntry | undefined;
+      const uploaded = await ctx.db.transaction().execute(async (trx) => {
         const current = await videos.findForUpdate(trx, id);
         if (!current) throw notFound(`video ${id}`);
         if (current.state !== "pending_upload") throw failedPrecondition(`video ${id} is ${current.state}, not waiting for an upload`);
@@ -82,13 +84,19 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
           create_time: now,
           update_time: now,
         });
-        return markUploaded(
+        const uploaded = await markUploaded(
           trx,
           current,
           { objectKey: key, sizeBytes: String(stored.sizeBytes), contentType: type, checksumSha256: stored.checksumSha256, uploadTime: now.toISOString() },
           now,
         );
+        if (access === "admin") {
+          audit = await recordAdminAction(trx, hc, id, { state: { before: "STATE_PENDING_UPLOAD", after: "STATE_UPLOADED" }, upload_id: { before: null, after: uploadId } }, now);
+        }
+        return uploaded;
       });
+      logAudit(ctx.logger, audit);
+      return uploaded;
     } catch (e) {
       // The object landed but will never be the video's source: remove it.
       await ctx.db.transaction().execute((trx) => queueDeletion(trx, key, null, ctx.clock())).catch(() => {});
