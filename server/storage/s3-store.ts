@@ -251,12 +251,17 @@ export class S3Store implements ObjectStore {
       leavePartsOnError: false,
       abortController: abortControllerFor(signal),
     });
+    const done = upload.done();
     try {
-      await Promise.all([upload.done(), counting]);
+      await Promise.all([done, counting]);
     } catch (e) {
+      // When a part fails, lib-storage stops reading its body, which ends the
+      // feeding pipeline first — with an AbortError that is not the caller's
+      // (CANCELLED): the upload's own error says what went wrong.
+      const cause = (e as Error)?.name === "AbortError" && !signal.aborted ? await done.then(() => e, (failed: unknown) => failed) : e;
       tee.destroy();
       await upload.abort().catch(() => {});
-      throw storageError(e);
+      throw storageError(cause);
     }
     return { sizeBytes, checksumSha256: hash.digest("hex") };
   }
