@@ -18,14 +18,16 @@
 # Exported now:
 #   TEST_DATABASE_URL  postgres://postgres:PASS@127.0.0.1:PORT/postgres (admin;
 #                      tests create their own databases from it)
+#   TEST_S3_ENDPOINT  http://127.0.0.1:PORT of a private S3 emulator (moto;
+#                      tests create their own buckets), with AWS_ACCESS_KEY_ID,
+#                      AWS_SECRET_ACCESS_KEY (both "test") and AWS_REGION
 # To add later (one function each, then list it in BACKENDS):
-#   backend_s3      moto_server -H 127.0.0.1 -p PORT        -> TEST_S3_ENDPOINT
 #   backend_pubsub  gcloud beta emulators pubsub start --host-port=127.0.0.1:PORT
 #                   (apt: google-cloud-cli-pubsub-emulator, default-jre-headless)
 #                   -> PUBSUB_EMULATOR_HOST
 set -euo pipefail
 
-BACKENDS=(postgres)
+BACKENDS=(postgres s3)
 START_TIMEOUT=${BACKENDS_START_TIMEOUT:-30} # seconds each backend may take to answer
 
 me="backends.sh"
@@ -163,6 +165,66 @@ pg_stop() { # pg_stop <bindir> <dir>
   (cd "$dir" && "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop) >/dev/null 2>&1 && return 0
   pid=$(head -n 1 "$dir/data/postmaster.pid" 2>/dev/null) || return 0
   [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
+  return 0
+}
+
+# ------------------------------------------------------------ S3 (moto) ---
+# moto's S3 emulator (Python). It is not packaged for Debian: it comes from
+# PyPI (pip install 'moto[server]'), which these machines cannot reach, so
+# where it is missing the run stops with that said (the S3 tests never skip).
+backend_s3() {
+  if [ -n "${TEST_S3_ENDPOINT:-}" ]; then
+    note "S3: using TEST_S3_ENDPOINT from the environment"
+    export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}" AWS_REGION="${AWS_REGION:-us-east-1}"
+    return 0
+  fi
+  command -v moto_server >/dev/null 2>&1 \
+    || die "the S3 emulator is not installed: moto_server not found; install it with pip install 'moto[server]' (PyPI), or set TEST_S3_ENDPOINT to a running S3-compatible endpoint"
+
+  local dir="$WORK/s3" log port try pid started=0
+  mkdir -p "$dir"
+  log="$dir/moto.log"
+  for try in 1 2 3; do
+    port=$(free_port) || die "cannot find a free port (node missing?)"
+    : >"$log"
+    # Its own process group: the pyenv shim runs Python as a child.
+    setsid moto_server -H 127.0.0.1 -p "$port" </dev/null >"$log" 2>&1 &
+    pid=$!
+    on_exit "s3_stop $pid"
+    local deadline=$((SECONDS + START_TIMEOUT))
+    until s3_answers "$port"; do
+      kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ] || break
+      sleep 0.2
+    done
+    if kill -0 "$pid" 2>/dev/null && s3_answers "$port"; then
+      started=1; break
+    fi
+    s3_stop "$pid"
+    grep -qi 'address already in use' "$log" || break
+  done
+  # A pyenv shim whose Python has no moto says so on its first line.
+  grep -q 'command not found' "$log" \
+    && die "the S3 emulator is not installed for this Python: $(head -n 1 "$log"); install it with pip install 'moto[server]' (PyPI), or set TEST_S3_ENDPOINT"
+  [ "$started" -eq 1 ] || die "the S3 emulator (moto) did not start on 127.0.0.1:$port within ${START_TIMEOUT}s: $(grep -v '^\s*$' "$log" | tail -n 1)"
+  export TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+  # moto takes any credentials; the SDK needs some, and must not go looking.
+  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+  note "S3 emulator (moto): private instance on 127.0.0.1:$port"
+}
+
+s3_answers() { # s3_answers <port>: an S3 ListBuckets answer comes back
+  node -e 'fetch(process.argv[1]).then(async (r) => process.exit(r.ok && /ListAllMyBucketsResult/.test(await r.text()) ? 0 : 1), () => process.exit(1))' \
+    "http://127.0.0.1:$1/" >/dev/null 2>&1
+}
+
+s3_stop() { # s3_stop <pid of the process group leader>
+  kill -TERM -- "-$1" 2>/dev/null || return 0
+  local i
+  for i in $(seq 1 50); do
+    kill -0 -- "-$1" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL -- "-$1" 2>/dev/null
   return 0
 }
 
