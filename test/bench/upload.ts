@@ -1,0 +1,305 @@
+// Upload throughput and memory: BENCH_UPLOAD_MB MiB streamed through the
+// service's PUT /videos/{id}/content (server/main.ts in a child process, S3
+// store) beside the same bytes uploaded straight to the same S3 emulator with
+// @aws-sdk/lib-storage (the part size and queue the service uses), in the
+// same run, alternated D S (D S …).
+//
+//   target: service throughput ≥ 0.8 × direct
+//   target: the server's peak RSS during the upload ≤ 64 MiB above its RSS
+//           just before (sampled from /proc/PID/status every 20 ms; VmHWM
+//           after resetting it through /proc/PID/clear_refs where allowed)
+//
+// Standalone: npx tsx test/bench/upload.ts (exit 1 on a missed target with
+// BENCH_STRICT=1). From another script: import { uploadBench }.
+//
+// Environment (all optional):
+//   BENCH_UPLOAD_MB       size of the upload in MiB (1024)
+//   BENCH_UPLOAD_ROUNDS   D S pairs (1); the best of each side counts
+//   TEST_S3_ENDPOINT      S3 emulator (else a private moto_server is started)
+//   BENCH_DATABASE_URL    admin URL; a scratch database is created and dropped
+//                         (default DATABASE_URL, TEST_DATABASE_URL; none: PGlite)
+//   BENCH_NODE            node binary for the server process
+//   BENCH_SERVER_LOG      file for the server's stdout (default /dev/null)
+//   BENCH_PROFILE         directory: run the server with --cpu-prof there
+
+import { spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { fileURLToPath } from "node:url";
+import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { Upload } from "@aws-sdk/lib-storage";
+import pg from "pg";
+import { freePort, spawnNode, waitReady, type Proc } from "./procs.js";
+
+const MiB = 1024 * 1024;
+// What S3Store.putStream uses.
+const PART_SIZE = 8 * MiB;
+const QUEUE_SIZE = 4;
+const THROUGHPUT_TARGET = 0.8;
+const RSS_TARGET_MIB = 64;
+
+export interface UploadBenchOptions {
+  sizeMiB: number;
+  rounds: number;
+  s3Endpoint?: string;
+  adminDatabaseUrl?: string;
+  node?: string;
+  serverLog?: string;
+  profileDir?: string;
+}
+
+export interface UploadBenchResult {
+  sizeMiB: number;
+  direct: { seconds: number; mibPerS: number }[];
+  service: { seconds: number; mibPerS: number; rssBeforeMiB: number; rssPeakMiB: number; serverCpuS: number }[];
+  ratio: number;
+  rssGrowthMiB: number;
+  pass: { throughput: boolean; rss: boolean };
+}
+
+/** The benchmark's bytes: a random MiB repeated, each copy stamped with its index; the same every time it is read. */
+function body(sizeMiB: number, block: Buffer): Readable {
+  let i = 0;
+  return new Readable({
+    highWaterMark: MiB,
+    read() {
+      if (i === sizeMiB) return void this.push(null);
+      const chunk = Buffer.from(block);
+      chunk.writeUInt32BE(i++, 0);
+      this.push(chunk);
+    },
+  });
+}
+
+async function sha256Of(r: Readable): Promise<string> {
+  const h = createHash("sha256");
+  for await (const c of r) h.update(c as Buffer);
+  return h.digest("hex");
+}
+
+function statusKiB(pid: number, field: "VmRSS" | "VmHWM"): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(readFileSync(`/proc/${pid}/status`, "latin1"));
+  return m ? Number(m[1]) : NaN;
+}
+
+/** Samples a process's RSS until stopped; the peak also from VmHWM when it could be reset first. */
+function rssSampler(pid: number) {
+  let hwmReset = false;
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, "5");
+    hwmReset = true;
+  } catch {
+    // not allowed here: sampling alone
+  }
+  let peak = statusKiB(pid, "VmRSS");
+  const timer = setInterval(() => (peak = Math.max(peak, statusKiB(pid, "VmRSS"))), 20);
+  return {
+    stop(): number {
+      clearInterval(timer);
+      peak = Math.max(peak, statusKiB(pid, "VmRSS"));
+      if (hwmReset) peak = Math.max(peak, statusKiB(pid, "VmHWM"));
+      return peak / 1024;
+    },
+  };
+}
+
+async function idleRssMiB(pid: number): Promise<number> {
+  const samples: number[] = [];
+  for (let i = 0; i < 10; i++) {
+    samples.push(statusKiB(pid, "VmRSS") / 1024);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return samples.sort((a, b) => a - b)[5]!;
+}
+
+async function json(res: Response) {
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${res.status} ${text.slice(0, 300)}`);
+  return JSON.parse(text);
+}
+
+/** PUT /videos/{id}/content with the benchmark's bytes; resolves with the response body. */
+function putContent(baseUrl: string, id: string, sizeMiB: number, block: Buffer): Promise<{ status: number; body: string }> {
+  const url = new URL(`${baseUrl}/videos/${id}/content`);
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        host: url.hostname,
+        port: url.port,
+        path: url.pathname,
+        method: "PUT",
+        headers: { "content-type": "video/mp4", "content-length": String(sizeMiB * MiB) },
+      },
+      (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (d) => (text += d)).on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
+      },
+    );
+    req.on("error", reject);
+    body(sizeMiB, block).pipe(req);
+  });
+}
+
+async function startMoto(): Promise<{ endpoint: string; stop(): void }> {
+  const port = await freePort();
+  const child = spawn("moto_server", ["-H", "127.0.0.1", "-p", String(port)], { stdio: "ignore", detached: true });
+  const failed = new Promise<never>((_, reject) => {
+    child.once("error", () => reject(new Error("moto_server not found: set TEST_S3_ENDPOINT, or pip install 'moto[server]'")));
+    child.once("exit", (code) => reject(new Error(`moto_server exited (${code})`)));
+  });
+  failed.catch(() => {});
+  const endpoint = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const up = await Promise.race([fetch(endpoint).then((r) => r.ok, () => false), failed]);
+    if (up) break;
+    if (Date.now() > deadline) throw new Error("moto_server did not answer within 30 s");
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return { endpoint, stop: () => process.kill(-child.pid!, "SIGTERM") };
+}
+
+export async function uploadBench(o: UploadBenchOptions): Promise<UploadBenchResult> {
+  process.env.AWS_ACCESS_KEY_ID ??= "test";
+  process.env.AWS_SECRET_ACCESS_KEY ??= "test";
+  const moto = o.s3Endpoint ? undefined : await startMoto();
+  const endpoint = o.s3Endpoint ?? moto!.endpoint;
+  const bucket = "vms-bench-" + randomBytes(4).toString("hex");
+  const s3 = new S3Client({ endpoint, region: "us-east-1", forcePathStyle: true, requestChecksumCalculation: "WHEN_REQUIRED" });
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), "vms-bench-upload-"));
+  let dbName: string | undefined;
+  let server: Proc | undefined;
+  try {
+    await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+    let databaseUrl: string | undefined;
+    if (o.adminDatabaseUrl) {
+      dbName = "vms_bench_upload_" + randomBytes(4).toString("hex");
+      const admin = new pg.Client({ connectionString: o.adminDatabaseUrl });
+      await admin.connect();
+      await admin.query(`CREATE DATABASE ${dbName}`);
+      await admin.end();
+      const u = new URL(o.adminDatabaseUrl);
+      u.pathname = "/" + dbName;
+      databaseUrl = u.toString();
+    }
+    const port = await freePort();
+    server = spawnNode({
+      name: "service",
+      node: o.node ?? process.execPath,
+      script: "server/main.ts",
+      nodeArgs: o.profileDir ? ["--cpu-prof", "--cpu-prof-dir", o.profileDir] : [],
+      stdoutFile: o.serverLog,
+      env: {
+        PATH: process.env.PATH,
+        HOME: process.env.HOME,
+        PORT: String(port),
+        HOST: "127.0.0.1",
+        DATA_DIR: dataDir,
+        LOG_LEVEL: "warn",
+        ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
+        S3_BUCKET: bucket,
+        S3_ENDPOINT: endpoint,
+        S3_FORCE_PATH_STYLE: "true",
+        S3_REGION: "us-east-1",
+        AWS_ACCESS_KEY_ID: process.env.AWS_ACCESS_KEY_ID,
+        AWS_SECRET_ACCESS_KEY: process.env.AWS_SECRET_ACCESS_KEY,
+        AWS_REGION: "us-east-1",
+      },
+    });
+    const baseUrl = `http://127.0.0.1:${port}`;
+    await waitReady(server, `${baseUrl}/health/ready`);
+    const pid = server.child.pid!;
+
+    const block = randomBytes(MiB);
+    const expected = await sha256Of(body(o.sizeMiB, block));
+    const newVideo = async () => (await json(await fetch(`${baseUrl}/videos`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"title":"bench"}' }))).id as string;
+
+    // Warm-up: the code paths and pools of both sides.
+    await new Upload({ client: s3, params: { Bucket: bucket, Key: "warm-up", Body: body(16, block) }, partSize: PART_SIZE, queueSize: QUEUE_SIZE }).done();
+    const warm = await putContent(baseUrl, await newVideo(), 16, block);
+    if (warm.status !== 200) throw new Error(`warm-up upload: ${warm.status} ${warm.body.slice(0, 300)}`);
+
+    const result: UploadBenchResult = { sizeMiB: o.sizeMiB, direct: [], service: [], ratio: 0, rssGrowthMiB: 0, pass: { throughput: false, rss: false } };
+    for (let round = 0; round < o.rounds; round++) {
+      {
+        const key = `direct-${round}`;
+        const started = performance.now();
+        await new Upload({ client: s3, params: { Bucket: bucket, Key: key, Body: body(o.sizeMiB, block), ContentType: "video/mp4" }, partSize: PART_SIZE, queueSize: QUEUE_SIZE }).done();
+        const seconds = (performance.now() - started) / 1000;
+        result.direct.push({ seconds, mibPerS: o.sizeMiB / seconds });
+        report(`direct lib-storage`, o.sizeMiB, seconds);
+        await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
+      }
+      {
+        const id = await newVideo();
+        const rssBeforeMiB = await idleRssMiB(pid);
+        const cpuBefore = server.cpuMs();
+        const sampler = rssSampler(pid);
+        const started = performance.now();
+        const res = await putContent(baseUrl, id, o.sizeMiB, block);
+        const seconds = (performance.now() - started) / 1000;
+        const rssPeakMiB = sampler.stop();
+        if (res.status !== 200) throw new Error(`PUT /videos/{id}/content: ${res.status} ${res.body.slice(0, 300)}`);
+        const video = JSON.parse(res.body);
+        if (video.source?.sizeBytes !== String(o.sizeMiB * MiB) || video.source?.checksumSha256 !== expected) {
+          throw new Error(`the service stored something else: ${JSON.stringify(video.source)}`);
+        }
+        const serverCpuS = (server.cpuMs() - cpuBefore) / 1000;
+        result.service.push({ seconds, mibPerS: o.sizeMiB / seconds, rssBeforeMiB, rssPeakMiB, serverCpuS });
+        report(`PUT /videos/{id}/content`, o.sizeMiB, seconds, `server RSS ${rssBeforeMiB.toFixed(0)} → peak ${rssPeakMiB.toFixed(0)} MiB, server CPU ${serverCpuS.toFixed(1)} s`);
+        await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: video.source.objectKey }));
+      }
+    }
+    const best = (xs: { mibPerS: number }[]) => Math.max(...xs.map((x) => x.mibPerS));
+    result.ratio = best(result.service) / best(result.direct);
+    result.rssGrowthMiB = Math.max(...result.service.map((s) => s.rssPeakMiB - s.rssBeforeMiB));
+    result.pass = { throughput: result.ratio >= THROUGHPUT_TARGET, rss: result.rssGrowthMiB <= RSS_TARGET_MIB };
+    await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: "warm-up" }));
+    return result;
+  } finally {
+    await server?.stop();
+    await s3.send(new DeleteBucketCommand({ Bucket: bucket })).catch(() => {});
+    s3.destroy();
+    moto?.stop();
+    if (dbName && o.adminDatabaseUrl) {
+      const admin = new pg.Client({ connectionString: o.adminDatabaseUrl });
+      await admin.connect();
+      await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+      await admin.end();
+    }
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+function report(what: string, sizeMiB: number, seconds: number, extra = "") {
+  process.stdout.write(`upload  ${what.padEnd(28)} ${sizeMiB} MiB in ${seconds.toFixed(2)} s = ${(sizeMiB / seconds).toFixed(1)} MiB/s  ${extra}\n`);
+}
+
+export function summary(r: UploadBenchResult): string {
+  const mark = (ok: boolean) => (ok ? "ok" : "MISSED");
+  return [
+    `upload  throughput service/direct ${r.ratio.toFixed(2)} (target ≥ ${THROUGHPUT_TARGET}) ${mark(r.pass.throughput)}`,
+    `upload  server peak RSS growth ${r.rssGrowthMiB.toFixed(1)} MiB (target ≤ ${RSS_TARGET_MIB} MiB) ${mark(r.pass.rss)}`,
+  ].join("\n");
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const env = process.env;
+  const r = await uploadBench({
+    sizeMiB: Number(env.BENCH_UPLOAD_MB || 1024),
+    rounds: Number(env.BENCH_UPLOAD_ROUNDS || 1),
+    s3Endpoint: env.TEST_S3_ENDPOINT || undefined,
+    adminDatabaseUrl: env.BENCH_DATABASE_URL || env.DATABASE_URL || env.TEST_DATABASE_URL || undefined,
+    node: env.BENCH_NODE || undefined,
+    serverLog: env.BENCH_SERVER_LOG || undefined,
+    profileDir: env.BENCH_PROFILE || undefined,
+  });
+  process.stdout.write(summary(r) + "\n" + JSON.stringify(r) + "\n");
+  process.exit(env.BENCH_STRICT === "1" && !(r.pass.throughput && r.pass.rss) ? 1 : 0);
+}
+
