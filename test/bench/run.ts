@@ -167,7 +167,14 @@ async function startServers(probeId: string): Promise<Servers> {
   });
   const r = await freePort();
   const ref = env.BENCH_REF_DIR
-    ? spawnNode({ name: "reference", node: serverNode, script: "test/bench/serve.ts", cwd: env.BENCH_REF_DIR, env: subjectEnv(r, { DATABASE_URL: benchUrl }) })
+    ? spawnNode({
+        name: "reference",
+        node: serverNode,
+        script: "test/bench/serve.ts",
+        cwd: env.BENCH_REF_DIR,
+        // The schema is this checkout's; an older checkout would refuse migrations it does not know.
+        env: subjectEnv(r, { DATABASE_URL: benchUrl, MIGRATE_ON_START: "false" }),
+      })
     : undefined;
   await Promise.all([
     waitReady(baseline, `http://127.0.0.1:${b1}/videos/${probeId}`),
