@@ -34,6 +34,17 @@ export interface TcpProxy {
   close(): Promise<void>;
 }
 
+/**
+ * Resets a connection (RST), or closes it if it is already ending: Node 20's
+ * resetAndDestroy() on a socket whose shutdown is pending fails with EINVAL
+ * and leaves the handle open, and the process then spins at 100% CPU when it
+ * exits instead of exiting.
+ */
+function reset(s: net.Socket) {
+  if (s.writableEnded || s.destroyed) s.destroy();
+  else s.resetAndDestroy();
+}
+
 interface Pair {
   client: net.Socket;
   upstream: net.Socket;
@@ -50,11 +61,11 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
   const pairs = new Set<Pair>();
   const stats: ProxyStats = { connections: 0, upBytes: 0, downBytes: 0, heldBytes: 0 };
 
-  const reset = (p: Pair) => {
+  const resetPair = (p: Pair) => {
     stats.heldBytes -= p.held.reduce((n, b) => n + b.length, 0);
     p.held = [];
-    p.client.resetAndDestroy();
-    p.upstream.resetAndDestroy();
+    reset(p.client);
+    reset(p.upstream);
     pairs.delete(p);
   };
 
@@ -62,7 +73,7 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
     stats.connections++;
     if (mode === "cut") {
       client.on("error", () => {});
-      client.resetAndDestroy();
+      reset(client);
       return;
     }
     const upstream = net.connect(targetPort, targetHost);
@@ -108,7 +119,7 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
     stats,
     cut() {
       mode = "cut";
-      for (const p of [...pairs]) reset(p);
+      for (const p of [...pairs]) resetPair(p);
     },
     restore() {
       mode = "pass";
@@ -125,10 +136,10 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
       mode = "hold";
     },
     dropConnections() {
-      for (const p of [...pairs]) reset(p);
+      for (const p of [...pairs]) resetPair(p);
     },
     async close() {
-      for (const p of [...pairs]) reset(p);
+      for (const p of [...pairs]) resetPair(p);
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
