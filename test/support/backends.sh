@@ -18,16 +18,17 @@
 # Exported now:
 #   TEST_DATABASE_URL  postgres://postgres:PASS@127.0.0.1:PORT/postgres (admin;
 #                      tests create their own databases from it)
+#   TEST_PUBSUB_EMULATOR_HOST  127.0.0.1:PORT of a private Pub/Sub emulator
+#                      (project-agnostic; tests create their own topics). Not
+#                      PUBSUB_EMULATOR_HOST: tests choose per process where the
+#                      service connects (directly, or through a fault proxy).
 #   TEST_S3_ENDPOINT  http://127.0.0.1:PORT of a private S3 emulator (moto;
 #                      tests create their own buckets), with AWS_ACCESS_KEY_ID,
 #                      AWS_SECRET_ACCESS_KEY (both "test") and AWS_REGION
 # To add later (one function each, then list it in BACKENDS):
-#   backend_pubsub  gcloud beta emulators pubsub start --host-port=127.0.0.1:PORT
-#                   (apt: google-cloud-cli-pubsub-emulator, default-jre-headless)
-#                   -> PUBSUB_EMULATOR_HOST
 set -euo pipefail
 
-BACKENDS=(postgres s3)
+BACKENDS=(postgres pubsub s3)
 START_TIMEOUT=${BACKENDS_START_TIMEOUT:-30} # seconds each backend may take to answer
 
 me="backends.sh"
@@ -165,6 +166,83 @@ pg_stop() { # pg_stop <bindir> <dir>
   (cd "$dir" && "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop) >/dev/null 2>&1 && return 0
   pid=$(head -n 1 "$dir/data/postmaster.pid" 2>/dev/null) || return 0
   [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
+  return 0
+}
+
+# ------------------------------------------------------ Pub/Sub emulator ---
+# Google's emulator (Java), from the Debian package google-cloud-cli-pubsub-emulator.
+# That package is in Google's Cloud SDK apt repository, not in Debian: where
+# that repository is not configured or not reachable it cannot be installed
+# here, and the run stops with that said (the event tests never skip).
+pubsub_emulator_bin() { # the emulator's start script, or nothing
+  local gcloud root
+  gcloud=$(command -v gcloud 2>/dev/null) || return 0
+  root=$(dirname "$(dirname "$(readlink -f "$gcloud")")")
+  [ -x "$root/platform/pubsub-emulator/bin/cloud-pubsub-emulator" ] && echo "$root/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+  return 0
+}
+
+backend_pubsub() {
+  if [ -n "${TEST_PUBSUB_EMULATOR_HOST:-}" ]; then
+    note "Pub/Sub: using TEST_PUBSUB_EMULATOR_HOST from the environment"
+    return 0
+  fi
+  local pkgs=()
+  [ -n "$(pubsub_emulator_bin)" ] || pkgs+=(google-cloud-cli-pubsub-emulator)
+  command -v java >/dev/null 2>&1 || pkgs+=(default-jre-headless)
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    if [ -z "$(pubsub_emulator_bin)" ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+      if [ "$APT_UPDATED" -eq 0 ]; then
+        note "apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -qq >"$WORK/apt.log" 2>&1 \
+          || die "apt-get update failed: $(tail -n 1 "$WORK/apt.log")"
+        APT_UPDATED=1
+      fi
+      apt-cache policy google-cloud-cli-pubsub-emulator 2>/dev/null | grep -q 'Candidate: [0-9]' \
+        || die "the Pub/Sub emulator is not installed and cannot be: Debian package google-cloud-cli-pubsub-emulator comes from Google's Cloud SDK apt repository, which is not configured or not reachable here; install it (and a Java runtime), or set TEST_PUBSUB_EMULATOR_HOST to a running emulator"
+    fi
+    apt_install "${pkgs[@]}"
+    [ -n "$(pubsub_emulator_bin)" ] || die "google-cloud-cli-pubsub-emulator was installed but gcloud's pubsub-emulator was not found"
+  fi
+
+  local dir="$WORK/pubsub" log port try started=0
+  mkdir -p "$dir/data"
+  log="$dir/emulator.log"
+  for try in 1 2 3; do
+    port=$(free_port) || die "cannot find a free port (node missing?)"
+    : >"$log"
+    # Its own process group: gcloud runs the Java server as a child, and the
+    # cleanup stops the whole group.
+    CLOUDSDK_CORE_DISABLE_PROMPTS=1 CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK=1 \
+      CLOUDSDK_CORE_DISABLE_USAGE_REPORTING=true CLOUDSDK_CONFIG="$dir/gcloud" \
+      setsid gcloud beta emulators pubsub start --host-port="127.0.0.1:$port" \
+        --project=vms-test --data-dir="$dir/data" </dev/null >"$log" 2>&1 &
+    local pid=$!
+    on_exit "pubsub_stop $pid"
+    local deadline=$((SECONDS + START_TIMEOUT))
+    until grep -q 'Server started, listening on' "$log"; do
+      kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ] || break
+      sleep 0.2
+    done
+    if grep -q 'Server started, listening on' "$log"; then
+      started=1; break
+    fi
+    pubsub_stop "$pid"
+    grep -qi 'address already in use\|failed to bind' "$log" || break
+  done
+  [ "$started" -eq 1 ] || die "the Pub/Sub emulator did not start on 127.0.0.1:$port within ${START_TIMEOUT}s: $(grep -v '^\s*$' "$log" | tail -n 1)"
+  export TEST_PUBSUB_EMULATOR_HOST="127.0.0.1:$port"
+  note "Pub/Sub emulator: private instance on 127.0.0.1:$port"
+}
+
+pubsub_stop() { # pubsub_stop <pid of the process group leader>
+  kill -TERM -- "-$1" 2>/dev/null || return 0
+  local i
+  for i in $(seq 1 50); do
+    kill -0 -- "-$1" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL -- "-$1" 2>/dev/null
   return 0
 }
 
