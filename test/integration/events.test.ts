@@ -8,10 +8,13 @@ import {
   VideoCreatedSchema,
   VideoDeletedSchema,
   VideoUpdatedSchema,
+  VideoUploadedSchema,
   type VideoCreated,
   type VideoDeleted,
   type VideoUpdated,
+  type VideoUploaded,
 } from "../../gen/video/v1/events_pb.js";
+import { Video_State } from "../../gen/video/v1/video_pb.js";
 import { createTestDatabase, postgresSkipReason } from "../support/postgres.js";
 import {
   Consumer,
@@ -66,6 +69,11 @@ t.test("each write type is published once as a CloudEvent (binary mode), decodab
       const v = created.json;
       const updated = await svc.rest("PATCH", `/videos/${v.id}`, { title: "Dogs" });
       t.equal(updated.status, 200, updated.text);
+      const content = Buffer.from("not really an mp4, but bytes all the same");
+      const put = await fetch(`${svc.baseUrl}/videos/${v.id}/content`, { method: "PUT", headers: { "content-type": "video/mp4" }, body: content });
+      const uploadedText = await put.text();
+      t.equal(put.status, 200, uploadedText);
+      const uploaded = JSON.parse(uploadedText);
       const beforeDelete = Date.now();
       const deleted = await svc.rest("DELETE", `/videos/${v.id}`);
       t.equal(deleted.status, 200, deleted.text);
@@ -75,14 +83,15 @@ t.test("each write type is published once as a CloudEvent (binary mode), decodab
       t.same(rows.map((r) => [r.type, r.sequence]), [
         ["video.v1.VideoCreated", 1],
         ["video.v1.VideoUpdated", 2],
-        ["video.v1.VideoDeleted", 3],
-      ], "three events in the outbox, one per write");
+        ["video.v1.VideoUploaded", 3],
+        ["video.v1.VideoDeleted", 4],
+      ], "four events in the outbox, one per write");
       await consumer.untilAll(rows.map((r) => r.event_id), 20_000);
       // Anything sent twice would normally follow within moments.
       await sleep(1000);
       const got = consumer.deliveries.filter((d) => d.attributes["ce-subject"] === v.id);
       t.same(got.map((d) => d.id), rows.map((r) => r.event_id), "each event arrived exactly once, in order, with ce-id = the outbox event id");
-      t.equal(consumer.deliveries.length, 3, "nothing else was published");
+      t.equal(consumer.deliveries.length, 4, "nothing else was published");
 
       const contentType = format === "json" ? "application/json" : "application/protobuf";
       const source = got[0]?.attributes["ce-source"];
@@ -103,9 +112,9 @@ t.test("each write type is published once as a CloudEvent (binary mode), decodab
         else t.doesNotThrow(() => JSON.parse(d.data.toString("utf8")), `${what}: data is JSON`);
       }
       t.match(source, /^(\/\/|[a-z][a-z0-9+.-]*:)\S+$/, "ce-source is a URI reference");
-      t.same(got.map((d) => d.attributes["ce-type"]), ["video.v1.VideoCreated", "video.v1.VideoUpdated", "video.v1.VideoDeleted"]);
+      t.same(got.map((d) => d.attributes["ce-type"]), ["video.v1.VideoCreated", "video.v1.VideoUpdated", "video.v1.VideoUploaded", "video.v1.VideoDeleted"]);
 
-      const [c, u, del] = got;
+      const [c, u, up, del] = got;
       const vc = decodeEvent(c) as VideoCreated;
       t.equal(vc.$typeName, VideoCreatedSchema.typeName);
       t.equal(vc.video?.id, v.id, "VideoCreated.video.id");
@@ -121,6 +130,13 @@ t.test("each write type is published once as a CloudEvent (binary mode), decodab
       t.same(vu.updateMask?.paths, ["title"], "VideoUpdated.update_mask");
       t.equal(new Date(u.attributes["ce-time"]).getTime(), new Date(updated.json.updateTime).getTime(), "VideoUpdated ce-time = the video's update_time");
 
+      const vup = decodeEvent(up) as VideoUploaded;
+      t.equal(vup.$typeName, VideoUploadedSchema.typeName);
+      t.equal(vup.video?.id, v.id, "VideoUploaded.video.id");
+      t.equal(vup.video?.state, Video_State.UPLOADED, "VideoUploaded.video.state");
+      t.equal(vup.video?.etag, uploaded.etag, "VideoUploaded.video is the committed video");
+      t.equal(new Date(up.attributes["ce-time"]).getTime(), new Date(uploaded.updateTime).getTime(), "VideoUploaded ce-time = the video's update_time");
+
       const vd = decodeEvent(del) as VideoDeleted;
       t.equal(vd.$typeName, VideoDeletedSchema.typeName);
       t.equal(vd.videoId, v.id, "VideoDeleted.video_id");
@@ -129,7 +145,7 @@ t.test("each write type is published once as a CloudEvent (binary mode), decodab
       t.ok(dt >= beforeDelete - 5 && dt <= afterDelete + 5, "VideoDeleted ce-time is when the delete happened");
 
       const marked = (await db.query("select count(*)::int as n from outbox where publish_time is not null and publish_position is not null")).rows[0].n;
-      t.equal(marked, 3, "all three marked published");
+      t.equal(marked, 4, "all four marked published");
     });
   }
 });
