@@ -1,7 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { Dirent } from "node:fs";
 import { readdir } from "node:fs/promises";
-import net, { type AddressInfo } from "node:net";
 import { join, relative } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { MessageInitShape } from "@bufbuild/protobuf";
@@ -73,9 +72,6 @@ export async function startUploadServer(t: Teardown, o: HarnessOptions): Promise
   let skew = 0;
   const now = () => new Date(Date.now() + skew);
   if (o.kind === "s3" && !o.bucket) throw new Error("an S3 harness needs a bucket");
-  // The filesystem store's signed URLs point at PUBLIC_BASE_URL, which must be
-  // known before the server picks its ephemeral port: a forwarder stands in.
-  const entry = o.kind === "filesystem" ? await startForwarder(t) : undefined;
   const s = await startTestServer(t, {
     database: DATABASE,
     clock: now,
@@ -83,11 +79,10 @@ export async function startUploadServer(t: Teardown, o: HarnessOptions): Promise
       UPLOAD_MULTIPART_THRESHOLD_MB: "5",
       UPLOAD_PART_SIZE_MB: "5",
       S3_MAX_RETRIES: "2",
-      ...(o.kind === "s3" ? s3Env(o.bucket!.name, o.endpoint) : { PUBLIC_BASE_URL: entry!.url }),
+      ...(o.kind === "s3" ? s3Env(o.bucket!.name, o.endpoint) : {}),
       ...o.env,
     },
   });
-  entry?.forwardTo(s.port);
   const ctx = s.ctx;
   const fsRoot = join(s.cfg.dataDir, "objects");
   const h: UploadHarness = {
@@ -147,30 +142,6 @@ export async function startUploadServer(t: Teardown, o: HarnessOptions): Promise
     },
   };
   return h;
-}
-
-/** A loopback port that forwards every connection to a port chosen later. */
-async function startForwarder(t: Teardown): Promise<{ url: string; forwardTo(port: number): void }> {
-  let target = 0;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(target, "127.0.0.1");
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on("error", () => {}).on("close", () => {
-        sockets.delete(s);
-        client.destroy();
-        upstream.destroy();
-      });
-    }
-    client.pipe(upstream).pipe(client);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  t.teardown(async () => {
-    for (const s of sockets) s.destroy();
-    await new Promise((resolve) => server.close(resolve));
-  });
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, forwardTo: (port) => void (target = port) };
 }
 
 // ---- clients' side of an upload ------------------------------------------------
