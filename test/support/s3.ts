@@ -194,7 +194,12 @@ export async function startS3FaultProxy(t: { teardown(fn: () => unknown): void }
     }
     if (applied?.kind === "reset") {
       req.resume();
-      req.once("end", () => req.socket.resetAndDestroy());
+      req.once("end", () => {
+        // resetAndDestroy() on an ending socket fails (EINVAL) and leaks its handle.
+        const s = req.socket;
+        if (s.writableEnded || s.destroyed) s.destroy();
+        else s.resetAndDestroy();
+      });
       return;
     }
     if (applied?.kind === "late") {
