@@ -1,4 +1,3 @@
-import type * as http from "node:http";
 import { create, fromBinary, toBinary, toJsonString } from "@bufbuild/protobuf";
 import type { ConnectRouter, ContextValues } from "@connectrpc/connect";
 import { Code } from "@connectrpc/connect";
@@ -6,7 +5,7 @@ import { VideoSchema } from "../../gen/video/v1/video_pb.js";
 import { UploadVideoContentRequestSchema, VideoService } from "../../gen/video/v1/video_service_pb.js";
 import { restRouteKey } from "./interceptors.js";
 import type { NodeRequest, NodeResponse } from "./listener.js";
-import { errorDetails, sendRestError } from "./rest.js";
+import { errorDetails, forwardHeaders, send, sendRestError } from "./rest.js";
 import type { UniversalRequestFactory } from "./server.js";
 import { codeFromConnectName, httpStatusOf } from "./status.js";
 
@@ -61,11 +60,7 @@ export function createRestUploadHandler(router: ConnectRouter, o: { contextValue
     const m = ROUTE.exec((req.url ?? "").split("?")[0]);
     if (!m || req.method !== "PUT") return false;
     void (async () => {
-      const header = new Headers({ "content-type": "application/connect+proto" });
-      for (const name of ["authorization", "traceparent", "x-request-id", "user-agent"]) {
-        const v = req.headers[name];
-        if (typeof v === "string") header.set(name, v);
-      }
+      const header = forwardHeaders(req, new Headers({ "content-type": "application/connect+proto" }));
       const checksum = String(req.headers["x-checksum-sha256"] ?? req.headers["x-amz-checksum-sha256"] ?? "");
       const uReq = o.universalRequest(req, res, {
         method: "POST",
@@ -84,15 +79,7 @@ export function createRestUploadHandler(router: ConnectRouter, o: { contextValue
         else video = fromBinary(VideoSchema, e.data);
       }
       if (video && !error) {
-        const body = toJsonString(VideoSchema, video);
-        (res as http.ServerResponse).writeHead(200, {
-          "content-type": "application/json; charset=utf-8",
-          "content-length": Buffer.byteLength(body),
-          etag: `"${video.etag}"`,
-          "x-content-type-options": "nosniff",
-          "cache-control": "no-store",
-        });
-        res.end(body);
+        send(res, 200, toJsonString(VideoSchema, video), { etag: `"${video.etag}"` });
         return;
       }
       const code = error ? codeFromConnectName(error.code) : Code.Internal;

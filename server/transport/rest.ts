@@ -37,6 +37,15 @@ const SECURITY_HEADERS: Record<string, string> = {
 // (content-type, encodings and timeouts belong to the synthetic call).
 const FORWARDED_HEADERS = ["authorization", "traceparent", "tracestate", "x-request-id", "user-agent"];
 
+/** Copies the forwarded headers of a REST request onto the synthetic call's headers. */
+export function forwardHeaders(req: NodeRequest, header: Headers): Headers {
+  for (const name of FORWARDED_HEADERS) {
+    const v = req.headers[name];
+    if (typeof v === "string") header.set(name, v);
+  }
+  return header;
+}
+
 export class RestError extends Error {
   constructor(
     readonly code: Code,
@@ -54,7 +63,8 @@ export function sendRestError(res: NodeResponse, httpStatus: number, code: Code,
   send(res, httpStatus, body, extraHeaders);
 }
 
-function send(res: NodeResponse, status: number, body: string, extraHeaders: Record<string, string> = {}) {
+/** A JSON REST response with the security headers every REST answer carries. */
+export function send(res: NodeResponse, status: number, body: string, extraHeaders: Record<string, string> = {}) {
   if (res.headersSent) return;
   const headers: Record<string, string | number> = {
     ...SECURITY_HEADERS,
@@ -257,11 +267,7 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     }
 
     const handler = handlers.get(route.method.parent.typeName + "/" + route.method.name)!;
-    const header = new Headers({ "content-type": "application/json", "connect-protocol-version": "1" });
-    for (const name of FORWARDED_HEADERS) {
-      const v = req.headers[name];
-      if (typeof v === "string") header.set(name, v);
-    }
+    const header = forwardHeaders(req, new Headers({ "content-type": "application/json", "connect-protocol-version": "1" }));
     const values = options.contextValues(req).set(restRouteKey, `${route.httpMethod} ${route.template}`);
     const uReq = options.universalRequest(req, res, { body: request, header, contextValues: values, method: "POST", path: handler.requestPath });
     const uRes = await handler(uReq);
