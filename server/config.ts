@@ -32,9 +32,29 @@ export interface Config {
     relayPollMs: number;
     relayBatchSize: number;
   };
+  /** OTLP protocol spans are exported with; undefined: no export. */
+  tracing: { exporter: "http/protobuf" | "http/json" | undefined };
 }
 
 type Env = Record<string, string | undefined>;
+
+// The standard OpenTelemetry variables. Spans are exported when an OTLP endpoint
+// is configured (or OTEL_TRACES_EXPORTER=otlp asks for the default one);
+// OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none turns export off.
+function tracing(env: Env): Config["tracing"] {
+  const exporters = (env.OTEL_TRACES_EXPORTER?.trim() || "").split(",").map((s) => s.trim()).filter(Boolean);
+  const unsupported = exporters.filter((e) => e !== "otlp" && e !== "none");
+  if (unsupported.length > 0) throw new ConfigError(`OTEL_TRACES_EXPORTER supports "otlp" or "none", got "${unsupported.join(",")}"`);
+  const endpoint = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT?.trim() || env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim();
+  const off = env.OTEL_SDK_DISABLED?.trim().toLowerCase() === "true" || exporters.includes("none");
+  if (off || (!endpoint && !exporters.includes("otlp"))) return { exporter: undefined };
+  if (endpoint && !/^https?:\/\//.test(endpoint)) throw new ConfigError("OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s) URL");
+  const protocol = env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL?.trim() || env.OTEL_EXPORTER_OTLP_PROTOCOL?.trim() || "http/protobuf";
+  if (protocol !== "http/protobuf" && protocol !== "http/json") {
+    throw new ConfigError(`OTEL_EXPORTER_OTLP_PROTOCOL supports "http/protobuf" or "http/json" (OTLP over HTTP, port 4318), got "${protocol}"`);
+  }
+  return { exporter: protocol };
+}
 
 export interface JwtConfig {
   jwksUrl: string | undefined;
@@ -202,6 +222,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxRequestMs: int(env, "MAX_REQUEST_MS", 30_000, 100, 3_600_000),
     },
     events: events(env),
+    tracing: tracing(env),
     storage: storage(env, host, port, Boolean(certFile && keyFile)),
     migrationsDir: path.resolve(env.MIGRATIONS_DIR?.trim() || new URL("../migrations", import.meta.url).pathname),
   };

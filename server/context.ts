@@ -1,3 +1,4 @@
+import { trace, type Tracer } from "@opentelemetry/api";
 import type winston from "winston";
 import type { Config } from "./config.js";
 import { openPGlite, openPostgres, type DatabaseHandle } from "./db/database.js";
@@ -7,12 +8,16 @@ import { createMetrics, type Metrics } from "./metrics.js";
 import { FsStore } from "./storage/fs-store.js";
 import type { ObjectStore } from "./storage/object-store.js";
 import { S3Store, createS3Client } from "./storage/s3-store.js";
+import { querySpans } from "./telemetry/query-spans.js";
+import { SERVICE_NAME } from "./telemetry/tracing.js";
 
 // Everything a handler may use, built once and passed explicitly; there are no
 // module-level singletons, so tests build contexts against any backend.
 export class AppContext {
   // Set once SIGTERM arrives: readiness turns false while calls drain.
   draining = false;
+  // The API's tracer: a no-op until main.ts registers an exporting provider.
+  readonly tracer: Tracer = trace.getTracer(SERVICE_NAME);
 
   constructor(
     readonly cfg: Config,
@@ -29,9 +34,10 @@ export class AppContext {
   }
 
   static async fromConfig(cfg: Config, overrides: Partial<Pick<AppContext, "logger" | "clock">> = {}): Promise<AppContext> {
+    const log = cfg.tracing.exporter ? querySpans(trace.getTracer(SERVICE_NAME), "postgresql") : undefined;
     const database = cfg.database.url
-      ? openPostgres({ url: cfg.database.url, poolMax: cfg.database.poolMax, statementTimeoutMs: cfg.limits.maxRequestMs })
-      : await openPGlite(`${cfg.dataDir}/pglite`);
+      ? openPostgres({ url: cfg.database.url, poolMax: cfg.database.poolMax, statementTimeoutMs: cfg.limits.maxRequestMs, log })
+      : await openPGlite(`${cfg.dataDir}/pglite`, log);
     const logger = overrides.logger ?? createLogger(cfg.logLevel);
     const pubsub = cfg.events.pubsub;
     const publisher = pubsub ? new PubSubPublisher({ projectId: pubsub.projectId, topic: pubsub.topic }) : new LogPublisher(logger);

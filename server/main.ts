@@ -1,7 +1,9 @@
 import { once } from "node:events";
+import { readFileSync } from "node:fs";
 import { ConfigError, loadConfig, type Config } from "./config.js";
 import { AppContext } from "./context.js";
 import { migrate } from "./db/migrate.js";
+import { startTracing } from "./telemetry/tracing.js";
 import { createServer } from "./transport/server.js";
 
 // Entry point: configuration, context, migrations, serving, and a graceful
@@ -22,6 +24,8 @@ function configOrExit(): Config {
 const cfg = configOrExit();
 const ctx = await AppContext.fromConfig(cfg);
 const log = ctx.logger;
+const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
+const tracing = startTracing(cfg.tracing, log, version);
 
 try {
   if (cfg.database.migrateOnStart) {
@@ -31,6 +35,7 @@ try {
 } catch (e) {
   log.error("start-up failed", { error: (e as Error).message });
   await ctx.close();
+  await tracing.shutdown();
   process.exit(1);
 }
 
@@ -51,6 +56,7 @@ async function stop(signal: string) {
   log.info("shutting down", { signal, grace_ms: cfg.shutdownGraceMs });
   await server.close(cfg.shutdownGraceMs);
   await ctx.close();
+  await tracing.shutdown();
   log.info("stopped");
   // Let winston flush its last lines before exiting.
   log.end();

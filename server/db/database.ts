@@ -1,7 +1,7 @@
 import { mkdirSync } from "node:fs";
 import { PGlite } from "@electric-sql/pglite";
 import { pg_trgm } from "@electric-sql/pglite/contrib/pg_trgm";
-import { Kysely, PostgresDialect } from "kysely";
+import { Kysely, PostgresDialect, type LogConfig } from "kysely";
 import pg from "pg";
 import { NamedStatementClient } from "./pg-named-client.js";
 import { PGliteDialect } from "./pglite-dialect.js";
@@ -31,6 +31,8 @@ export interface PostgresOptions {
   poolMax: number;
   // Applied per connection; a runaway query cannot hold a pooled connection forever.
   statementTimeoutMs?: number;
+  /** Kysely's query log (tracing records database spans through it). */
+  log?: LogConfig;
 }
 
 export function openPostgres(options: PostgresOptions): DatabaseHandle {
@@ -46,7 +48,7 @@ export function openPostgres(options: PostgresOptions): DatabaseHandle {
   // An idle client losing its connection (database restart) must not crash the
   // process; the pool drops it and the next checkout reconnects.
   pool.on("error", () => {});
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }), log: options.log });
   return {
     kind: "postgres",
     db,
@@ -87,10 +89,10 @@ export function openPostgres(options: PostgresOptions): DatabaseHandle {
   };
 }
 
-export async function openPGlite(dataDir: string | undefined): Promise<DatabaseHandle> {
+export async function openPGlite(dataDir: string | undefined, log?: LogConfig): Promise<DatabaseHandle> {
   if (dataDir) mkdirSync(dataDir, { recursive: true });
   const pglite = await PGlite.create({ dataDir, extensions: { pg_trgm } });
-  const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
+  const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite), log });
   return {
     kind: "pglite",
     db,

@@ -1,5 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
+import { context, isSpanContextValid, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type TextMapGetter, type Tracer } from "@opentelemetry/api";
+import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import type winston from "winston";
 import type { Metrics } from "../metrics.js";
 
@@ -27,35 +29,70 @@ function protocolOf(contentType: string | null, restRoute: string | undefined, w
   return "connect";
 }
 
-/** One JSON log line and one metric sample per call, with the code the caller got. */
-export function observe(logger: winston.Logger, metrics: Metrics): Interceptor {
+// Codes that mean the service, not the caller, failed: those mark the span as
+// an error (OpenTelemetry's RPC conventions for servers).
+const SERVER_FAULTS = new Set([Code.Unknown, Code.DeadlineExceeded, Code.Unimplemented, Code.Internal, Code.Unavailable, Code.DataLoss]);
+
+// W3C trace context is the wire format callers use here; read it directly
+// rather than through the global propagator, which is only installed when
+// main.ts sets tracing up.
+const traceContext = new W3CTraceContextPropagator();
+const headerGetter: TextMapGetter<Headers> = {
+  get: (h, key) => h.get(key) ?? undefined,
+  keys: (h) => [...h.keys()],
+};
+
+/**
+ * One server span, one JSON log line and one metric sample per call, with the
+ * code the caller got. The span continues the caller's W3C trace context, and
+ * the handler runs inside it so database spans nest under it.
+ */
+export function observe(logger: winston.Logger, metrics: Metrics, tracer: Tracer): Interceptor {
   return (next) => async (req) => {
     const started = performance.now();
     const requestId = req.header.get("x-request-id")?.slice(0, 128) || randomUUID();
-    const traceId = /^[\da-f]{2}-([\da-f]{32})-/.exec(req.header.get("traceparent") ?? "")?.[1] ?? "";
-    req.contextValues.set(requestInfoKey, { requestId, traceId });
     const restRoute = req.contextValues.get(restRouteKey);
     const protocol = protocolOf(req.header.get("content-type"), restRoute, req.contextValues.get(wireProtocolKey));
     const procedure = `${req.service.typeName}/${req.method.name}`;
-    let code = "ok";
+    const parent = traceContext.extract(ROOT_CONTEXT, req.header, headerGetter);
+    const span = tracer.startSpan(restRoute ?? procedure, {
+      kind: SpanKind.SERVER,
+      attributes: {
+        "rpc.system": protocol === "connect" ? "connect_rpc" : protocol === "rest" ? "http" : "grpc",
+        "rpc.service": req.service.typeName,
+        "rpc.method": req.method.name,
+        ...(restRoute ? { "http.route": restRoute, "http.request.method": req.requestMethod } : {}),
+        "vms.protocol": protocol,
+        "vms.request_id": requestId,
+      },
+    }, parent);
+    const spanContext = span.spanContext();
+    const traceId = isSpanContextValid(spanContext) ? spanContext.traceId : "";
+    req.contextValues.set(requestInfoKey, { requestId, traceId });
+    let failure: ConnectError | undefined;
     try {
-      const res = await next(req);
+      const res = await context.with(trace.setSpan(parent, span), () => next(req));
       res.header.set("x-request-id", requestId);
       return res;
     } catch (e) {
-      code = Code[ConnectError.from(e).code];
+      failure = ConnectError.from(e);
       throw e;
     } finally {
       const seconds = (performance.now() - started) / 1000;
-      metrics.requests.inc({ protocol, procedure, code });
+      const codeName = failure ? Code[failure.code] : "ok";
+      metrics.requests.inc({ protocol, procedure, code: codeName });
       metrics.duration.observe({ protocol, procedure }, seconds);
+      span.setAttribute("rpc.response.status_code", codeName);
+      if (failure && SERVER_FAULTS.has(failure.code)) span.setStatus({ code: SpanStatusCode.ERROR, message: failure.rawMessage });
+      span.end();
       logger.info("call", {
         protocol,
         procedure,
         ...(restRoute ? { route: restRoute } : {}),
-        code,
+        code: codeName,
         duration_ms: Math.round(seconds * 1e6) / 1e3,
         request_id: requestId,
+        ...(traceId ? { trace_id: traceId, span_id: spanContext.spanId } : {}),
       });
     }
   };

@@ -44,7 +44,7 @@ export function createServer(ctx: AppContext) {
   const probe = readinessProbe(ctx);
   const router = createConnectRouter({
     interceptors: [
-      observe(ctx.logger, ctx.metrics),
+      observe(ctx.logger, ctx.metrics, ctx.tracer),
       publicErrors(ctx.logger),
       ...(ctx.cfg.auth.jwt ? [authenticate(createVerifier(ctx.cfg.auth.jwt))] : []),
     ],

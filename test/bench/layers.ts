@@ -92,7 +92,7 @@ try {
   const { observe, publicErrors } = await import("../../server/transport/interceptors.js");
   const videoRoutes = (await import("../../server/videos/index.js")).default;
   for (const withInterceptors of [false, true]) {
-    const router = createConnectRouter({ interceptors: withInterceptors ? [observe(ctx.logger, ctx.metrics), publicErrors(ctx.logger)] : [] });
+    const router = createConnectRouter({ interceptors: withInterceptors ? [observe(ctx.logger, ctx.metrics, ctx.tracer), publicErrors(ctx.logger)] : [] });
     videoRoutes(ctx)(router);
     const h = router.handlers.find((x) => x.method.name === "GetVideo")!;
     const json = { id };
