@@ -50,6 +50,9 @@ export function createServer(ctx: AppContext) {
     ],
     readMaxBytes: ctx.cfg.limits.maxBodyBytes,
     maxTimeoutMs: ctx.cfg.limits.maxRequestMs,
+    // An unknown JSON field is refused (INVALID_ARGUMENT), as REST refuses it,
+    // rather than silently dropped: a misspelt field must not look like success.
+    jsonOptions: { ignoreUnknownFields: false },
   });
   videoRoutes(ctx)(router);
   eventRoutes(() => ctx.db, relay, shutdown.signal)(router);
@@ -364,9 +367,17 @@ export async function sendUniversalResponse(uRes: UniversalServerResponse, res: 
   }
   // The client left; the call's signal has told the handler.
   if (res.writableEnded || (h2 ? res.stream.destroyed : res.destroyed)) return;
+  let status = uRes.status;
+  if (status === 500 && body !== undefined) {
+    const error = undecodableRequest(connectError(body, status));
+    if (error) {
+      status = 400;
+      body = new TextEncoder().encode(JSON.stringify({ code: "invalid_argument", message: error.rawMessage }));
+    }
+  }
   const headers = nodeHeaders(uRes.header ?? new Headers());
   if (uRes.trailer === undefined) headers["content-length"] = String(body?.byteLength ?? 0);
-  (res as http.ServerResponse).writeHead(uRes.status, headers);
+  (res as http.ServerResponse).writeHead(status, headers);
   if (uRes.trailer !== undefined) res.addTrailers(nodeHeaders(uRes.trailer));
   if (body === undefined) res.end();
   else res.end(body);
@@ -464,14 +475,8 @@ function grpcUnaryTranscoder(opt: { readMaxBytes: number; maxTimeoutMs: number }
       data.writeUInt32BE(payload.byteLength, 1);
       data.set(payload, 5);
     } else {
-      const fallback = new ConnectError(`HTTP ${uRes.status}`, codeFromHttpStatus(uRes.status));
-      let error: ConnectError;
-      try {
-        error = errorFromJsonBytes(out ?? new Uint8Array(0), undefined, fallback);
-      } catch (e) {
-        error = e instanceof ConnectError ? e : fallback;
-      }
-      setTrailerStatus(trailer, error);
+      const error = connectError(out ?? new Uint8Array(0), uRes.status);
+      setTrailerStatus(trailer, undecodableRequest(error) ?? error);
     }
     if (res.writableEnded || (res as http2.Http2ServerResponse).stream.destroyed) return;
     (res as http.ServerResponse).writeHead(200, { "content-type": grpcContentTypeProto, ...nodeHeaders(responseHeader) });
@@ -481,6 +486,25 @@ function grpcUnaryTranscoder(opt: { readMaxBytes: number; maxTimeoutMs: number }
   }
 
   return { accepts, serve };
+}
+
+/** The error a Connect unary error response (status and JSON body) states. */
+function connectError(body: Uint8Array, status: number): ConnectError {
+  const fallback = new ConnectError(`HTTP ${status}`, codeFromHttpStatus(status));
+  try {
+    return errorFromJsonBytes(body, undefined, fallback);
+  } catch (e) {
+    return e instanceof ConnectError ? e : fallback;
+  }
+}
+
+// connect-es reports a request message that is not valid protobuf as INTERNAL
+// ("parse binary: …"). The fault is the caller's, and a caller retrying on
+// INTERNAL would only send the same bytes again: answer INVALID_ARGUMENT, as
+// connect-go and grpc-go do.
+function undecodableRequest(error: ConnectError): ConnectError | undefined {
+  if (error.code !== Code.Internal || !error.rawMessage.startsWith("parse binary: ")) return undefined;
+  return new ConnectError(`the request is not a valid protobuf message: ${error.rawMessage.slice(14)}`, Code.InvalidArgument);
 }
 
 function oneChunk(bytes: Uint8Array): AsyncIterable<Uint8Array> {
