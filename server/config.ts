@@ -19,7 +19,18 @@ export interface Config {
   limits: { maxBodyBytes: number; maxRequestMs: number };
   migrationsDir: string;
   storage: {
-    s3: { bucket: string; thumbnailBucket: string; endpoint: string | undefined; region: string; forcePathStyle: boolean; maxRetries: number } | undefined;
+    s3:
+      | {
+          bucket: string;
+          thumbnailBucket: string;
+          endpoint: string | undefined;
+          region: string;
+          forcePathStyle: boolean;
+          maxRetries: number;
+          /** Streamed uploads (UploadVideoContent): multipart part size and parts in flight per upload. */
+          stream: { partSizeBytes: number; partsInFlight: number };
+        }
+      | undefined;
     publicBaseUrl: string;
     uploadExpiryMs: number;
     multipartThresholdBytes: number;
@@ -159,6 +170,16 @@ function storage(env: Env, host: string, port: number, tls: boolean): Config["st
           region: env.S3_REGION?.trim() || "us-east-1",
           forcePathStyle: bool(env, "S3_FORCE_PATH_STYLE", false),
           maxRetries: int(env, "S3_MAX_RETRIES", 5, 0, 20),
+          // A streamed upload holds about (parts in flight + 1) × part size in
+          // memory: the parts being sent plus the one being filled. 2 × 8 MiB
+          // keeps one upload near 24 MiB, and S3 (or an emulator) keeps up
+          // with a client at that depth on this service's scale; raise the
+          // parts in flight for faster links, the part size for files over
+          // 10,000 parts (78 GiB at 8 MiB).
+          stream: {
+            partSizeBytes: int(env, "UPLOAD_STREAM_PART_SIZE_MB", 8, 5, 5 * 1024) * MiB,
+            partsInFlight: int(env, "UPLOAD_STREAM_PARTS_IN_FLIGHT", 2, 1, 32),
+          },
         }
       : undefined,
     publicBaseUrl,

@@ -121,11 +121,19 @@ export function createS3Client(o: S3Options, metrics: Metrics): S3Client {
   return client;
 }
 
+export interface StreamOptions {
+  /** Multipart part size of putStream (lib-storage's partSize). */
+  partSizeBytes: number;
+  /** Parts putStream sends at once (lib-storage's queueSize). */
+  partsInFlight: number;
+}
+
 export class S3Store implements ObjectStore {
   readonly kind = "s3";
   constructor(
     private readonly client: S3Client,
     private readonly bucket: string,
+    private readonly stream: StreamOptions = { partSizeBytes: 8 * 1024 * 1024, partsInFlight: 2 },
   ) {}
 
   private async call<T>(fn: () => Promise<T>): Promise<T> {
@@ -230,8 +238,11 @@ export class S3Store implements ObjectStore {
     }
   }
 
-  // lib-storage splits the stream into parts and uploads them with bounded
-  // concurrency, so memory stays at queueSize × partSize whatever the file size.
+  // lib-storage cuts the stream into parts and sends partsInFlight of them at
+  // once; while they are all in flight it stops reading, so the body (and,
+  // through it, the client's connection) waits. Memory per upload stays near
+  // (partsInFlight + 1) × partSize — the parts in flight and the one being
+  // filled — whatever the file size.
   async putStream(key: string, body: Readable, contentType: string, signal: AbortSignal) {
     const hash = createHash("sha256");
     let sizeBytes = 0;
@@ -246,8 +257,8 @@ export class S3Store implements ObjectStore {
     const upload = new Upload({
       client: this.client,
       params: { Bucket: this.bucket, Key: key, Body: tee, ContentType: contentType },
-      partSize: 8 * 1024 * 1024,
-      queueSize: 4,
+      partSize: this.stream.partSizeBytes,
+      queueSize: this.stream.partsInFlight,
       leavePartsOnError: false,
       abortController: abortControllerFor(signal),
     });

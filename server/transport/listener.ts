@@ -65,6 +65,8 @@ export interface Listener {
 /** "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" (RFC 9113 §3.4). */
 export const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 
+const keepUnconsumed = () => {};
+
 // "tcp": TLS mode's raw socket under a TLSSocket (only destroyed at the deadline).
 type ConnKind = "sniffing" | "h1" | "h2" | "tcp";
 interface ConnState {
@@ -271,19 +273,31 @@ export function createListener(options: ListenerOptions): Listener {
         const prefix = buffered.subarray(0, n).equals(HTTP2_PREFACE.subarray(0, n));
         if (prefix && buffered.length < HTTP2_PREFACE.length) return; // need more
         cleanup();
-        socket.pause();
-        socket.unshift(buffered);
         if (prefix) {
           state.kind = "h2";
+          socket.pause();
+          socket.unshift(buffered);
           // The session takes over the socket's handle and reads the buffered
           // bytes itself. Do NOT resume: that breaks the session (GOAWAY).
           h2.emit("connection", socket);
         } else {
           state.kind = "h1";
           h1.emit("connection", socket);
-          // The HTTP/1 parser consumes the handle for new bytes; the bytes we
-          // unshifted only come out of the JS stream, which must flow.
-          socket.resume();
+          // node:http lets its parser take the socket's handle ("consume"):
+          // new bytes then skip the socket's JS stream, and a request body is
+          // paused by stopping the handle on the socket's 'pause' event. That
+          // only holds for a socket whose JS stream never read: here it read
+          // the sniffed bytes, so the stream's own read-ahead (maybeReadMore,
+          // after the sniffed chunk and after unshift) restarts the handle
+          // after the parser's first pause, and no later 'pause' event stops
+          // it — the whole body was read into memory at the client's pace, not
+          // the handler's. A 'data' listener added now makes node:http give
+          // the handle back ("unconsume"): every byte goes through the JS
+          // stream, whose pause/highWaterMark backpressure is the ordinary
+          // one. The listener itself has nothing to do.
+          socket.on("data", keepUnconsumed);
+          // The sniffed bytes, back in front, while the stream still flows.
+          socket.unshift(buffered);
         }
       };
       socket.on("data", onData);

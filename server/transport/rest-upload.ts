@@ -1,4 +1,5 @@
 import { create, fromBinary, toBinary, toJsonString } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import type { ConnectRouter, ContextValues } from "@connectrpc/connect";
 import { Code } from "@connectrpc/connect";
 import { VideoSchema } from "../../gen/video/v1/video_pb.js";
@@ -13,7 +14,7 @@ import { codeFromConnectName, httpStatusOf } from "./status.js";
 // Connect call to UploadVideoContent (metadata, then one message per body
 // chunk), dispatched to the router's own handler — so the streamed upload goes
 // through the same interceptors (auth, logging, metrics) as gRPC. Nothing is
-// buffered beyond one chunk.
+// buffered beyond one message; the body is read as the handler asks for more.
 
 const ROUTE = /^\/videos\/([^/]+)\/content$/;
 const PATH = `/${VideoService.typeName}/${VideoService.method.uploadVideoContent.name}`;
@@ -27,9 +28,24 @@ function envelope(bytes: Uint8Array, flags = 0): Uint8Array {
 }
 
 // A read from the request returns everything buffered so far, which can be
-// many MiB when the client is faster than the store; one message must stay
-// well under the router's readMaxBytes (MAX_BODY_BYTES, 1 MiB by default).
+// more than one socket read; one message must stay well under the router's
+// readMaxBytes (MAX_BODY_BYTES, 1 MiB by default).
 const MAX_CHUNK_BYTES = 64 * 1024;
+
+/**
+ * The envelope header and protobuf prefix of an UploadVideoContentRequest
+ * whose `chunk` holds `length` bytes. The bytes follow as they came from the
+ * socket: the envelope decoder copies them into the message once, where
+ * toBinary plus envelope() copied them twice before that.
+ */
+function chunkMessagePrefix(length: number): Uint8Array {
+  const field = new BinaryWriter().tag(CHUNK_FIELD, WireType.LengthDelimited).uint32(length).finish();
+  const out = new Uint8Array(5 + field.length);
+  new DataView(out.buffer).setUint32(1, field.length + length);
+  out.set(field, 5);
+  return out;
+}
+const CHUNK_FIELD = UploadVideoContentRequestSchema.field.chunk.number;
 
 async function* requestStream(req: NodeRequest, id: string, contentType: string, checksum: string) {
   const metadata = create(UploadVideoContentRequestSchema, { data: { case: "metadata", value: { id, contentType, checksumSha256: checksum } } });
@@ -37,7 +53,8 @@ async function* requestStream(req: NodeRequest, id: string, contentType: string,
   for await (const chunk of req as AsyncIterable<Buffer>) {
     for (let at = 0; at < chunk.length; at += MAX_CHUNK_BYTES) {
       const value = chunk.subarray(at, at + MAX_CHUNK_BYTES);
-      yield envelope(toBinary(UploadVideoContentRequestSchema, create(UploadVideoContentRequestSchema, { data: { case: "chunk", value } })));
+      yield chunkMessagePrefix(value.length);
+      yield value;
     }
   }
 }

@@ -25,7 +25,7 @@ export async function markUploaded(trx: Transaction<Database>, current: VideoRow
   return video;
 }
 
-/** Queues stored objects for removal by the storage janitor (retried until done). */
-export function queueDeletion(trx: Transaction<Database>, objectKey: string, storeUploadId: string | null, now: Date) {
-  return trx.insertInto("storage_deletions").values({ object_key: objectKey, store_upload_id: storeUploadId, next_attempt_time: now, create_time: now }).execute();
+/** Queues stored objects for removal by the storage janitor (retried until done), from `notBefore` on. */
+export function queueDeletion(trx: Transaction<Database>, objectKey: string, storeUploadId: string | null, now: Date, notBefore = now) {
+  return trx.insertInto("storage_deletions").values({ object_key: objectKey, store_upload_id: storeUploadId, next_attempt_time: notBefore, create_time: now }).execute();
 }

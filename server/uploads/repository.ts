@@ -42,7 +42,7 @@ export const uploads = {
   },
 
   ofVideo(trx: Transaction<Database>, videoId: string) {
-    return trx.selectFrom("uploads").select(["id", "state", "kind", "object_key", "store_upload_id"]).where("video_id", "=", videoId).execute();
+    return trx.selectFrom("uploads").select(["id", "state", "kind", "object_key", "store_upload_id", "expire_time"]).where("video_id", "=", videoId).execute();
   },
 };
 

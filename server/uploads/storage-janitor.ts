@@ -1,7 +1,5 @@
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
-import type winston from "winston";
-import type { DatabaseHandle } from "../db/database.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import { queueDeletion } from "./finish.js";
 import { uploadColumns } from "./repository.js";
@@ -17,36 +15,57 @@ import type { AppContext } from "../context.js";
 
 const ORPHAN_AGE_MS = 60 * 60_000;
 
-export async function removeQueuedObjects(database: DatabaseHandle, store: ObjectStore, logger: winston.Logger, batch = 50): Promise<number> {
-  return database.db.transaction().execute(async (trx) => {
+// How long a claimed row is kept from other janitors while its store calls
+// run; a janitor that dies mid-batch leaves its rows to be claimed again then.
+const CLAIM_MS = 5 * 60_000;
+
+/**
+ * Removes the queued objects that are due, at most `batch` of them. The rows
+ * are claimed in one short transaction (SKIP LOCKED, then moved CLAIM_MS into
+ * the future), so no transaction — and no pooled connection — is held while
+ * the store is called; each row is then deleted, or rescheduled with backoff,
+ * on its own. Removal is idempotent, so a row claimed again after CLAIM_MS
+ * (its janitor died, or is still busy) is harmless. Times are ctx.clock's.
+ */
+export async function removeQueuedObjects(ctx: Pick<AppContext, "db" | "store" | "logger" | "clock">, batch = 50): Promise<number> {
+  const claimed = await ctx.db.transaction().execute(async (trx) => {
+    const now = ctx.clock();
     const due = await trx
       .selectFrom("storage_deletions")
       .select(["id", "object_key", "store_upload_id", "attempts"])
-      .where("next_attempt_time", "<=", new Date())
+      .where("next_attempt_time", "<=", now)
       .orderBy("next_attempt_time")
       .limit(batch)
       .forUpdate()
       .skipLocked()
       .execute();
-    let done = 0;
-    for (const row of due) {
-      try {
-        if (row.store_upload_id && row.object_key) await store.abortMultipartUpload(row.object_key, row.store_upload_id);
-        if (row.object_key) await store.delete(row.object_key);
-        await trx.deleteFrom("storage_deletions").where("id", "=", row.id).execute();
-        done++;
-      } catch (e) {
-        const wait = Math.min(3_600_000, 1000 * 2 ** Math.min(row.attempts, 12)) * (0.5 + Math.random() / 2);
-        await trx
-          .updateTable("storage_deletions")
-          .set({ attempts: row.attempts + 1, last_error: (e as Error).message.slice(0, 300), next_attempt_time: new Date(Date.now() + wait) })
-          .where("id", "=", row.id)
-          .execute();
-        logger.warn("stored object not removed yet; will retry", { object_key: row.object_key, attempts: row.attempts + 1 });
-      }
+    if (due.length > 0) {
+      await trx
+        .updateTable("storage_deletions")
+        .set({ next_attempt_time: new Date(now.getTime() + CLAIM_MS) })
+        .where("id", "in", due.map((r) => r.id))
+        .execute();
     }
-    return done;
+    return due;
   });
+  let done = 0;
+  for (const row of claimed) {
+    try {
+      if (row.store_upload_id && row.object_key) await ctx.store.abortMultipartUpload(row.object_key, row.store_upload_id);
+      if (row.object_key) await ctx.store.delete(row.object_key);
+      await ctx.db.deleteFrom("storage_deletions").where("id", "=", row.id).execute();
+      done++;
+    } catch (e) {
+      const wait = Math.min(3_600_000, 1000 * 2 ** Math.min(row.attempts, 12)) * (0.5 + Math.random() / 2);
+      await ctx.db
+        .updateTable("storage_deletions")
+        .set({ attempts: row.attempts + 1, last_error: (e as Error).message.slice(0, 300), next_attempt_time: new Date(ctx.clock().getTime() + wait) })
+        .where("id", "=", row.id)
+        .execute();
+      ctx.logger.warn("stored object not removed yet; will retry", { object_key: row.object_key, attempts: row.attempts + 1 });
+    }
+  }
+  return done;
 }
 
 /** Takes or renews a named lease; true while this process holds it. */
@@ -127,7 +146,7 @@ export function startStorageUpkeep(ctx: AppContext, intervals = { janitorMs: 5_0
     }
   };
   const running = Promise.all([
-    loop(intervals.janitorMs, () => removeQueuedObjects(ctx.database, ctx.store, ctx.logger), "storage janitor"),
+    loop(intervals.janitorMs, () => removeQueuedObjects(ctx), "storage janitor"),
     loop(intervals.reconcilerMs, () => reconcileUploads(ctx, holder), "upload reconciler"),
   ]);
   return {

@@ -27,14 +27,22 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
         throw aborted(`video ${id} was changed since etag ${req.etag} was read`);
       }
       await videos.remove(trx, id);
+      const now = ctx.clock();
       // Stored objects go with the video, reliably: queued here, removed (and
-      // retried until they are) by the storage janitor.
+      // retried until they are) by the storage janitor. Open sessions end
+      // here too: aborted, their multipart uploads aborted by the janitor.
       for (const u of await uploads.ofVideo(trx, id)) {
-        if (u.state !== "aborted") await queueDeletion(trx, u.object_key, u.state === "open" ? u.store_upload_id : null, ctx.clock());
+        if (u.state === "aborted") continue;
+        await queueDeletion(trx, u.object_key, u.state === "open" ? u.store_upload_id : null, now);
+        if (u.state !== "open") continue;
+        await uploads.setState(trx, u.id, "aborted", now);
+        // A presigned single-PUT URL cannot be revoked: bytes may still land
+        // through it until it expires. Sweep its key once more after that.
+        const expiry = new Date(u.expire_time);
+        if (u.store_upload_id === null && expiry > now) await queueDeletion(trx, u.object_key, null, now, new Date(expiry.getTime() + 60_000));
       }
       const sequence = (BigInt(current.event_sequence) + 1n).toString();
       const payload = create(VideoDeletedSchema, { videoId: id, ownerId: current.owner_id });
-      const now = ctx.clock();
       await appendEvent(trx, { videoId: id, sequence, schema: VideoDeletedSchema, payload, time: now });
       if (access !== "admin") return undefined;
       const { event_sequence: _, ...before } = current;

@@ -30,7 +30,8 @@ export async function freePort(): Promise<number> {
 
 const CLOCK_TICK_MS = 10; // USER_HZ is 100 on Linux
 
-function cpuOf(pid: number | undefined): number {
+/** CPU time (user + system) in ms a process has consumed so far; NaN when it cannot be read. */
+export function cpuOf(pid: number | undefined): number {
   if (pid === undefined) return NaN;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "latin1");

@@ -7,6 +7,12 @@
 //                target: deep page costs ≤ 1.2 × page 1
 //   CreateVideo  REST vs one bare INSERT … RETURNING (information)
 //   GetVideo     REST on embedded PGlite (information)
+//   upload       1 GiB streamed through PUT /videos/{id}/content vs lib-storage
+//                straight to the same S3 emulator (upload.ts; BENCH_UPLOAD_MB,
+//                BENCH_UPLOAD_ROUNDS); target: ≥ 0.8 × direct throughput,
+//                server peak RSS growth ≤ 64 MiB. Uses TEST_S3_ENDPOINT, else
+//                starts a private moto_server; skipped, saying why, when
+//                there is neither
 //
 // The servers run in child processes on BENCH_NODE (default: this node); the
 // load generator (load.ts) runs here, closed loop at fixed concurrency, warm-up
@@ -17,7 +23,7 @@
 //                        (default DATABASE_URL, TEST_DATABASE_URL, then
 //                        postgres://postgres:postgres@127.0.0.1:5432/postgres)
 //   BENCH_NODE           node binary for the server processes
-//   BENCH_CASES          comma list of rest,connect,grpc,list,create,pglite
+//   BENCH_CASES          comma list of rest,connect,grpc,list,create,pglite,upload
 //   BENCH_CONCURRENCY    requests in flight (32)
 //   BENCH_DURATION_MS    measured window per run (3000); BENCH_WARM_MS (1000)
 //   BENCH_ROUNDS         A B pairs per case (3)
@@ -45,13 +51,14 @@ import { openPostgres } from "../../server/db/database.js";
 import { migrate } from "../../server/db/migrate.js";
 import { grpcFrame, h1Bytes, h2HeaderBlock, pool, runH1, runH2, type Completion, type RunOptions, type RunResult } from "./load.js";
 import { freePort, repoRoot, spawnNode, stopAll, waitReady, type Proc } from "./procs.js";
+import { summary as uploadSummary, uploadBench, uploadSkipReason, type UploadBenchResult } from "./upload.js";
 
 const env = process.env;
 const num = (name: string, fallback: number) => (env[name] ? Number(env[name]) : fallback);
 
 const adminUrl = env.BENCH_DATABASE_URL || env.DATABASE_URL || env.TEST_DATABASE_URL || "postgres://postgres:postgres@127.0.0.1:5432/postgres";
 const serverNode = env.BENCH_NODE || process.execPath;
-const cases = new Set((env.BENCH_CASES || "rest,connect,grpc,list,create,pglite").split(",").map((s) => s.trim()));
+const cases = new Set((env.BENCH_CASES || "rest,connect,grpc,list,create,pglite,upload").split(",").map((s) => s.trim()));
 const concurrency = num("BENCH_CONCURRENCY", 32);
 const durationMs = num("BENCH_DURATION_MS", 3000);
 const warmMs = num("BENCH_WARM_MS", 1000);
@@ -391,8 +398,34 @@ async function main() {
   if (cases.has("pglite")) rows.push(await pgliteCase(sv, restGet));
 
   await stopAll();
+  const upload = cases.has("upload") ? await uploadCase() : undefined;
   print(rows);
-  return rows;
+  if (upload) process.stdout.write(uploadSummary(upload) + "\n\n");
+  return { rows, upload };
+}
+
+/** The upload benchmark (upload.ts), after the serving-path servers have stopped. */
+async function uploadCase(): Promise<UploadBenchResult | undefined> {
+  const s3Endpoint = env.TEST_S3_ENDPOINT || undefined;
+  const skip = uploadSkipReason(s3Endpoint);
+  if (skip) {
+    log(`upload case skipped: ${skip}`);
+    process.stdout.write(`\nupload  SKIPPED: ${skip}\n`);
+    return undefined;
+  }
+  const sizeMiB = num("BENCH_UPLOAD_MB", 1024);
+  log(`upload: ${sizeMiB} MiB through PUT /videos/{id}/content vs lib-storage direct, ${s3Endpoint ? `S3 at ${s3Endpoint}` : "private moto_server"}`);
+  return uploadBench({
+    sizeMiB,
+    rounds: num("BENCH_UPLOAD_ROUNDS", 3),
+    s3Endpoint,
+    adminDatabaseUrl: adminUrl,
+    partSizeMiB: env.UPLOAD_STREAM_PART_SIZE_MB || undefined,
+    partsInFlight: env.UPLOAD_STREAM_PARTS_IN_FLIGHT || undefined,
+    node: serverNode,
+    serverLog: env.BENCH_SERVER_LOG,
+    profileDir: env.BENCH_PROFILE ? path.join(env.BENCH_PROFILE, "upload") : undefined,
+  });
 }
 
 async function walkToPage(port: number, page: number): Promise<string> {
@@ -517,10 +550,12 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) {
 
 try {
   serverNodeVersion = await nodeVersion(serverNode);
-  const rows = await main();
+  const { rows, upload } = await main();
   await cleanup();
   log(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
-  const missed = rows.some((r) => r.target && (r.target.op === ">=" ? r.value < r.target.value : r.value > r.target.value));
+  const missed =
+    rows.some((r) => r.target && (r.target.op === ">=" ? r.value < r.target.value : r.value > r.target.value)) ||
+    (upload !== undefined && !(upload.pass.throughput && upload.pass.rss));
   process.exit(missed && env.BENCH_STRICT === "1" ? 1 : 0);
 } catch (e) {
   log(`failed: ${e instanceof Error ? e.stack : String(e)}`);

@@ -1,30 +1,40 @@
 // Upload throughput and memory: BENCH_UPLOAD_MB MiB streamed through the
 // service's PUT /videos/{id}/content (server/main.ts in a child process, S3
 // store) beside the same bytes uploaded straight to the same S3 emulator with
-// @aws-sdk/lib-storage (the part size and queue the service uses), in the
-// same run, alternated D S (D S …).
+// @aws-sdk/lib-storage (the part size and parts in flight the service uses),
+// in the same run, alternated D S D S … (BENCH_UPLOAD_ROUNDS pairs).
 //
-//   target: service throughput ≥ 0.8 × direct
-//   target: the server's peak RSS during the upload ≤ 64 MiB above its RSS
-//           just before (sampled from /proc/PID/status every 20 ms; VmHWM
-//           after resetting it through /proc/PID/clear_refs where allowed)
+//   target: service throughput ≥ 0.8 × direct — the median over the rounds of
+//           each round's service MiB/s ÷ direct MiB/s
+//   target: the server's peak RSS during an upload ≤ 64 MiB above its RSS
+//           just before — the largest over the rounds (read by this process
+//           from /proc/PID/status: VmHWM after resetting it through
+//           /proc/PID/clear_refs where allowed, and VmRSS every 20 ms)
+//
+// Each run also reports the CPU seconds of the server, of this process (the
+// client), and of the emulator when the bench started it, and the load
+// average: the machine is shared, and a run where the emulator or the machine
+// was the bottleneck shows it there.
 //
 // Standalone: npx tsx test/bench/upload.ts (exit 1 on a missed target with
-// BENCH_STRICT=1). From another script: import { uploadBench }.
+// BENCH_STRICT=1). `npm run bench` runs it as its "upload" case.
 //
 // Environment (all optional):
 //   BENCH_UPLOAD_MB       size of the upload in MiB (1024)
-//   BENCH_UPLOAD_ROUNDS   D S pairs (1); the best of each side counts
+//   BENCH_UPLOAD_ROUNDS   D S pairs (3)
 //   TEST_S3_ENDPOINT      S3 emulator (else a private moto_server is started)
 //   BENCH_DATABASE_URL    admin URL; a scratch database is created and dropped
 //                         (default DATABASE_URL, TEST_DATABASE_URL; none: PGlite)
+//   UPLOAD_STREAM_PART_SIZE_MB, UPLOAD_STREAM_PARTS_IN_FLIGHT
+//                         passed to the server, and used by the direct side
+//                         (defaults: the service's)
 //   BENCH_NODE            node binary for the server process
 //   BENCH_SERVER_LOG      file for the server's stdout (default /dev/null)
 //   BENCH_PROFILE         directory: run the server with --cpu-prof there
 
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
@@ -33,12 +43,10 @@ import { fileURLToPath } from "node:url";
 import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import pg from "pg";
-import { freePort, spawnNode, waitReady, type Proc } from "./procs.js";
+import { loadConfig } from "../../server/config.js";
+import { cpuOf, freePort, spawnNode, waitReady, type Proc } from "./procs.js";
 
 const MiB = 1024 * 1024;
-// What S3Store.putStream uses.
-const PART_SIZE = 8 * MiB;
-const QUEUE_SIZE = 4;
 const THROUGHPUT_TARGET = 0.8;
 const RSS_TARGET_MIB = 64;
 
@@ -46,17 +54,38 @@ export interface UploadBenchOptions {
   sizeMiB: number;
   rounds: number;
   s3Endpoint?: string;
+  /** UPLOAD_STREAM_PART_SIZE_MB / UPLOAD_STREAM_PARTS_IN_FLIGHT for the server (unset: its defaults); the direct side uses the same. */
+  partSizeMiB?: string;
+  partsInFlight?: string;
   adminDatabaseUrl?: string;
   node?: string;
   serverLog?: string;
   profileDir?: string;
 }
 
+interface Run {
+  seconds: number;
+  mibPerS: number;
+  /** CPU seconds during the run: this process (the client), the emulator (NaN unless the bench started it). */
+  clientCpuS: number;
+  s3CpuS: number;
+  /** 1-minute load average at the end of the run. */
+  load: number;
+}
+
 export interface UploadBenchResult {
   sizeMiB: number;
-  direct: { seconds: number; mibPerS: number }[];
-  service: { seconds: number; mibPerS: number; rssBeforeMiB: number; rssPeakMiB: number; serverCpuS: number }[];
+  partSizeMiB: number;
+  partsInFlight: number;
+  /** How the peak was read: VmHWM (reset before each run) and samples, or samples alone. */
+  rssMethod: string;
+  direct: Run[];
+  service: (Run & { rssBeforeMiB: number; rssPeakMiB: number; serverCpuS: number })[];
+  /** Per round: service MiB/s ÷ direct MiB/s. */
+  ratios: number[];
+  /** Median of ratios. */
   ratio: number;
+  /** Largest peak RSS growth over the service runs. */
   rssGrowthMiB: number;
   pass: { throughput: boolean; rss: boolean };
 }
@@ -86,15 +115,19 @@ function statusKiB(pid: number, field: "VmRSS" | "VmHWM"): number {
   return m ? Number(m[1]) : NaN;
 }
 
-/** Samples a process's RSS until stopped; the peak also from VmHWM when it could be reset first. */
-function rssSampler(pid: number) {
-  let hwmReset = false;
+/** Resets the process's VmHWM to its current RSS; false where that is not allowed. */
+function resetHwm(pid: number): boolean {
   try {
     writeFileSync(`/proc/${pid}/clear_refs`, "5");
-    hwmReset = true;
+    return true;
   } catch {
-    // not allowed here: sampling alone
+    return false;
   }
+}
+
+/** Samples a process's RSS until stopped; the peak also from VmHWM when it could be reset first. */
+function rssSampler(pid: number) {
+  const hwmReset = resetHwm(pid);
   let peak = statusKiB(pid, "VmRSS");
   const timer = setInterval(() => (peak = Math.max(peak, statusKiB(pid, "VmRSS"))), 20);
   return {
@@ -145,7 +178,14 @@ function putContent(baseUrl: string, id: string, sizeMiB: number, block: Buffer)
   });
 }
 
-async function startMoto(): Promise<{ endpoint: string; stop(): void }> {
+/** Why the upload benchmark cannot run here (no S3 endpoint given and no moto_server to start), or undefined. */
+export function uploadSkipReason(s3Endpoint: string | undefined): string | undefined {
+  if (s3Endpoint) return undefined;
+  const found = (process.env.PATH ?? "").split(path.delimiter).some((dir) => dir && existsSync(path.join(dir, "moto_server")));
+  return found ? undefined : "no S3 endpoint: set TEST_S3_ENDPOINT, or install moto_server (pip install 'moto[server]')";
+}
+
+async function startMoto(): Promise<{ endpoint: string; pid: number; stop(): void }> {
   const port = await freePort();
   const child = spawn("moto_server", ["-H", "127.0.0.1", "-p", String(port)], { stdio: "ignore", detached: true });
   const failed = new Promise<never>((_, reject) => {
@@ -161,12 +201,18 @@ async function startMoto(): Promise<{ endpoint: string; stop(): void }> {
     if (Date.now() > deadline) throw new Error("moto_server did not answer within 30 s");
     await new Promise((r) => setTimeout(r, 200));
   }
-  return { endpoint, stop: () => process.kill(-child.pid!, "SIGTERM") };
+  return { endpoint, pid: child.pid!, stop: () => process.kill(-child.pid!, "SIGTERM") };
 }
 
 export async function uploadBench(o: UploadBenchOptions): Promise<UploadBenchResult> {
   process.env.AWS_ACCESS_KEY_ID ??= "test";
   process.env.AWS_SECRET_ACCESS_KEY ??= "test";
+  // The part size and parts in flight the server will use, as its own config parser reads them.
+  const streamEnv = {
+    ...(o.partSizeMiB ? { UPLOAD_STREAM_PART_SIZE_MB: o.partSizeMiB } : {}),
+    ...(o.partsInFlight ? { UPLOAD_STREAM_PARTS_IN_FLIGHT: o.partsInFlight } : {}),
+  };
+  const { partSizeBytes, partsInFlight } = loadConfig({ S3_BUCKET: "vms-bench", ...streamEnv }).storage.s3!.stream;
   const moto = o.s3Endpoint ? undefined : await startMoto();
   const endpoint = o.s3Endpoint ?? moto!.endpoint;
   const bucket = "vms-bench-" + randomBytes(4).toString("hex");
@@ -206,6 +252,7 @@ export async function uploadBench(o: UploadBenchOptions): Promise<UploadBenchRes
         S3_ENDPOINT: endpoint,
         S3_FORCE_PATH_STYLE: "true",
         S3_REGION: "us-east-1",
+        ...streamEnv,
         AWS_ACCESS_KEY_ID: process.env.AWS_ACCESS_KEY_ID,
         AWS_SECRET_ACCESS_KEY: process.env.AWS_SECRET_ACCESS_KEY,
         AWS_REGION: "us-east-1",
@@ -219,20 +266,51 @@ export async function uploadBench(o: UploadBenchOptions): Promise<UploadBenchRes
     const expected = await sha256Of(body(o.sizeMiB, block));
     const newVideo = async () => (await json(await fetch(`${baseUrl}/videos`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"title":"bench"}' }))).id as string;
 
+    const direct = (key: string, sizeMiB: number) =>
+      new Upload({ client: s3, params: { Bucket: bucket, Key: key, Body: body(sizeMiB, block), ContentType: "video/mp4" }, partSize: partSizeBytes, queueSize: partsInFlight }).done();
+    const s3Cpu = () => (moto ? cpuOf(moto.pid) / 1000 : NaN);
+    const clientCpu = () => {
+      const u = process.cpuUsage();
+      return (u.user + u.system) / 1e6;
+    };
+    const measured = async <T>(fn: () => Promise<T>) => {
+      const cpu0 = { client: clientCpu(), s3: s3Cpu() };
+      const started = performance.now();
+      const value = await fn();
+      const seconds = (performance.now() - started) / 1000;
+      const run: Run = {
+        seconds,
+        mibPerS: o.sizeMiB / seconds,
+        clientCpuS: clientCpu() - cpu0.client,
+        s3CpuS: s3Cpu() - cpu0.s3,
+        load: os.loadavg()[0],
+      };
+      return { value, run };
+    };
+
     // Warm-up: the code paths and pools of both sides.
-    await new Upload({ client: s3, params: { Bucket: bucket, Key: "warm-up", Body: body(16, block) }, partSize: PART_SIZE, queueSize: QUEUE_SIZE }).done();
-    const warm = await putContent(baseUrl, await newVideo(), 16, block);
+    await direct("warm-up", 32);
+    const warm = await putContent(baseUrl, await newVideo(), 32, block);
     if (warm.status !== 200) throw new Error(`warm-up upload: ${warm.status} ${warm.body.slice(0, 300)}`);
 
-    const result: UploadBenchResult = { sizeMiB: o.sizeMiB, direct: [], service: [], ratio: 0, rssGrowthMiB: 0, pass: { throughput: false, rss: false } };
+    const result: UploadBenchResult = {
+      sizeMiB: o.sizeMiB,
+      partSizeMiB: partSizeBytes / MiB,
+      partsInFlight,
+      rssMethod: resetHwm(pid) ? "VmHWM (reset before each run) + VmRSS every 20 ms" : "VmRSS every 20 ms (VmHWM cannot be reset here)",
+      direct: [],
+      service: [],
+      ratios: [],
+      ratio: 0,
+      rssGrowthMiB: 0,
+      pass: { throughput: false, rss: false },
+    };
     for (let round = 0; round < o.rounds; round++) {
       {
         const key = `direct-${round}`;
-        const started = performance.now();
-        await new Upload({ client: s3, params: { Bucket: bucket, Key: key, Body: body(o.sizeMiB, block), ContentType: "video/mp4" }, partSize: PART_SIZE, queueSize: QUEUE_SIZE }).done();
-        const seconds = (performance.now() - started) / 1000;
-        result.direct.push({ seconds, mibPerS: o.sizeMiB / seconds });
-        report(`direct lib-storage`, o.sizeMiB, seconds);
+        const { run } = await measured(() => direct(key, o.sizeMiB));
+        result.direct.push(run);
+        report(`direct lib-storage`, run);
         await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
       }
       {
@@ -240,9 +318,7 @@ export async function uploadBench(o: UploadBenchOptions): Promise<UploadBenchRes
         const rssBeforeMiB = await idleRssMiB(pid);
         const cpuBefore = server.cpuMs();
         const sampler = rssSampler(pid);
-        const started = performance.now();
-        const res = await putContent(baseUrl, id, o.sizeMiB, block);
-        const seconds = (performance.now() - started) / 1000;
+        const { value: res, run } = await measured(() => putContent(baseUrl, id, o.sizeMiB, block));
         const rssPeakMiB = sampler.stop();
         if (res.status !== 200) throw new Error(`PUT /videos/{id}/content: ${res.status} ${res.body.slice(0, 300)}`);
         const video = JSON.parse(res.body);
@@ -250,13 +326,13 @@ export async function uploadBench(o: UploadBenchOptions): Promise<UploadBenchRes
           throw new Error(`the service stored something else: ${JSON.stringify(video.source)}`);
         }
         const serverCpuS = (server.cpuMs() - cpuBefore) / 1000;
-        result.service.push({ seconds, mibPerS: o.sizeMiB / seconds, rssBeforeMiB, rssPeakMiB, serverCpuS });
-        report(`PUT /videos/{id}/content`, o.sizeMiB, seconds, `server RSS ${rssBeforeMiB.toFixed(0)} → peak ${rssPeakMiB.toFixed(0)} MiB, server CPU ${serverCpuS.toFixed(1)} s`);
+        result.service.push({ ...run, rssBeforeMiB, rssPeakMiB, serverCpuS });
+        report(`PUT /videos/{id}/content`, run, `server CPU ${serverCpuS.toFixed(1)} s, RSS ${rssBeforeMiB.toFixed(0)} → peak ${rssPeakMiB.toFixed(0)} MiB (+${(rssPeakMiB - rssBeforeMiB).toFixed(1)})`);
         await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: video.source.objectKey }));
       }
+      result.ratios.push(result.service[round].mibPerS / result.direct[round].mibPerS);
     }
-    const best = (xs: { mibPerS: number }[]) => Math.max(...xs.map((x) => x.mibPerS));
-    result.ratio = best(result.service) / best(result.direct);
+    result.ratio = median(result.ratios);
     result.rssGrowthMiB = Math.max(...result.service.map((s) => s.rssPeakMiB - s.rssBeforeMiB));
     result.pass = { throughput: result.ratio >= THROUGHPUT_TARGET, rss: result.rssGrowthMiB <= RSS_TARGET_MIB };
     await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: "warm-up" }));
@@ -276,15 +352,26 @@ export async function uploadBench(o: UploadBenchOptions): Promise<UploadBenchRes
   }
 }
 
-function report(what: string, sizeMiB: number, seconds: number, extra = "") {
-  process.stdout.write(`upload  ${what.padEnd(28)} ${sizeMiB} MiB in ${seconds.toFixed(2)} s = ${(sizeMiB / seconds).toFixed(1)} MiB/s  ${extra}\n`);
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+function report(what: string, r: Run, extra = "") {
+  const s3 = Number.isNaN(r.s3CpuS) ? "" : `, S3 emulator CPU ${r.s3CpuS.toFixed(1)} s`;
+  process.stdout.write(
+    `upload  ${what.padEnd(26)} ${(r.seconds).toFixed(2).padStart(6)} s = ${r.mibPerS.toFixed(1).padStart(5)} MiB/s  (client CPU ${r.clientCpuS.toFixed(1)} s${s3}, load ${r.load.toFixed(1)}) ${extra}\n`,
+  );
 }
 
 export function summary(r: UploadBenchResult): string {
-  const mark = (ok: boolean) => (ok ? "ok" : "MISSED");
+  const mark = (ok: boolean) => (ok ? "PASS" : "MISS");
+  const f1 = (xs: number[]) => xs.map((x) => x.toFixed(1)).join(", ");
   return [
-    `upload  throughput service/direct ${r.ratio.toFixed(2)} (target ≥ ${THROUGHPUT_TARGET}) ${mark(r.pass.throughput)}`,
-    `upload  server peak RSS growth ${r.rssGrowthMiB.toFixed(1)} MiB (target ≤ ${RSS_TARGET_MIB} MiB) ${mark(r.pass.rss)}`,
+    `upload  ${r.sizeMiB} MiB, parts of ${r.partSizeMiB} MiB, ${r.partsInFlight} in flight, ${r.ratios.length} rounds D S D S …`,
+    `upload  direct MiB/s [${f1(r.direct.map((x) => x.mibPerS))}]  service MiB/s [${f1(r.service.map((x) => x.mibPerS))}]`,
+    `upload  throughput service/direct: median ${r.ratio.toFixed(2)} of [${r.ratios.map((x) => x.toFixed(2)).join(", ")}] (target ≥ ${THROUGHPUT_TARGET}) ${mark(r.pass.throughput)}`,
+    `upload  server peak RSS growth: max ${r.rssGrowthMiB.toFixed(1)} MiB of [${f1(r.service.map((s) => s.rssPeakMiB - s.rssBeforeMiB))}] (target ≤ ${RSS_TARGET_MIB} MiB) ${mark(r.pass.rss)}; ${r.rssMethod}`,
   ].join("\n");
 }
 
@@ -292,8 +379,10 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
   const env = process.env;
   const r = await uploadBench({
     sizeMiB: Number(env.BENCH_UPLOAD_MB || 1024),
-    rounds: Number(env.BENCH_UPLOAD_ROUNDS || 1),
+    rounds: Number(env.BENCH_UPLOAD_ROUNDS || 3),
     s3Endpoint: env.TEST_S3_ENDPOINT || undefined,
+    partSizeMiB: env.UPLOAD_STREAM_PART_SIZE_MB || undefined,
+    partsInFlight: env.UPLOAD_STREAM_PARTS_IN_FLIGHT || undefined,
     adminDatabaseUrl: env.BENCH_DATABASE_URL || env.DATABASE_URL || env.TEST_DATABASE_URL || undefined,
     node: env.BENCH_NODE || undefined,
     serverLog: env.BENCH_SERVER_LOG || undefined,

@@ -20,6 +20,9 @@ import {
   type NodeResponse,
 } from "../../server/transport/listener.js";
 
+/** A tap test (what a t.test callback receives). */
+type Asserts = Parameters<Parameters<typeof t.test>[0]>[0];
+
 interface HasTeardown {
   teardown(fn: () => unknown): void;
 }
@@ -35,6 +38,10 @@ interface Echo {
 const arrivals = new EventEmitter();
 function echoHandler(req: NodeRequest, res: NodeResponse): void {
   arrivals.emit("request", req.url);
+  if (req.url?.startsWith("/hold")) {
+    arrivals.emit("held", req, res);
+    return;
+  }
   const reply = () => {
     const body = JSON.stringify({ method: req.method, url: req.url, httpVersion: req.httpVersion } satisfies Echo);
     res.setHeader("content-type", "application/json");
@@ -368,6 +375,100 @@ t.test("cleartext: limits", async (t) => {
   });
 });
 
+
+// ---- request body backpressure ---------------------------------------------------
+
+const MiB = 1024 * 1024;
+const BODY_MIB = 48;
+// What the server may have read of a body nobody reads: socket and request
+// buffers (a few 64 KiB reads), an HTTP/2 stream window. Far below the body.
+const READ_AHEAD_LIMIT = 2 * MiB;
+
+/** Resolves with the next /hold request, unread. */
+function nextHeld(): Promise<{ req: NodeRequest; res: NodeResponse }> {
+  return new Promise((resolve) => arrivals.once("held", (req: NodeRequest, res: NodeResponse) => resolve({ req, res })));
+}
+
+/** Bytes read from the connection under a request (TCP, TLS, or the HTTP/2 session's socket). */
+function connectionBytesRead(req: NodeRequest): number {
+  return req.socket.bytesRead;
+}
+
+/** Writes `mib` MiB through write()/drain, as a client library does; resolves once all is written. */
+function writeBody(w: { write(b: Buffer): boolean; once(ev: "drain", fn: () => void): unknown; end(): unknown }, mib: number): Promise<void> {
+  const chunk = Buffer.alloc(MiB, 7);
+  let i = 0;
+  return new Promise((resolve) => {
+    const more = () => {
+      while (i < mib) {
+        i++;
+        if (!w.write(chunk)) return void w.once("drain", more);
+      }
+      w.end();
+      resolve();
+    };
+    more();
+  });
+}
+
+/**
+ * The client sends BODY_MIB MiB to a handler that does not read: the server
+ * must stop reading the connection after a small buffer (the rest waits in
+ * the client and the kernel), then deliver every byte once the handler reads.
+ * How far the server read is sampled until it stops growing.
+ */
+async function expectBodyBackpressure(t: Asserts, held: Promise<{ req: NodeRequest; res: NodeResponse }>, label: string) {
+  const { req, res } = await held;
+  let read = connectionBytesRead(req);
+  for (let stable = 0; stable < 5; ) {
+    await sleep(40);
+    const now = connectionBytesRead(req);
+    stable = now === read ? stable + 1 : 0;
+    read = now;
+  }
+  t.ok(read < READ_AHEAD_LIMIT, `${label}: the server read ${(read / MiB).toFixed(2)} MiB of a ${BODY_MIB} MiB body nobody reads (limit ${READ_AHEAD_LIMIT / MiB} MiB)`);
+  let received = 0;
+  req.on("data", (c: Buffer) => (received += c.length));
+  await once(req, "end");
+  t.equal(received, BODY_MIB * MiB, `${label}: once read, the whole body arrives`);
+  res.end(String(received));
+}
+
+t.test("cleartext: a request body is read only as fast as the handler reads it", async (t) => {
+  const { port } = await start(t);
+
+  t.test("HTTP/1.1", async (t) => {
+    const held = nextHeld();
+    const req = http.request({ host: "127.0.0.1", port, method: "PUT", path: "/hold-h1", agent: false, headers: { "content-length": String(BODY_MIB * MiB) } });
+    const answered = new Promise<string>((resolve, reject) => {
+      req.on("response", (r) => {
+        let body = "";
+        r.on("data", (d: Buffer) => (body += d)).on("end", () => resolve(body));
+      });
+      req.on("error", reject);
+    });
+    const written = writeBody(req, BODY_MIB);
+    await expectBodyBackpressure(t, held, "HTTP/1.1");
+    await written;
+    t.equal(await answered, String(BODY_MIB * MiB));
+  });
+
+  t.test("h2c", async (t) => {
+    const client = h2Connect(t, `http://127.0.0.1:${port}`);
+    const held = nextHeld();
+    const stream = client.request({ ":method": "PUT", ":path": "/hold-h2" });
+    const answered = new Promise<string>((resolve, reject) => {
+      let body = "";
+      stream.on("data", (d: Buffer) => (body += d)).on("end", () => resolve(body));
+      stream.on("error", reject);
+    });
+    const written = writeBody(stream, BODY_MIB);
+    await expectBodyBackpressure(t, held, "h2c");
+    await written;
+    t.equal(await answered, String(BODY_MIB * MiB));
+  });
+});
+
 t.test("TLS: ALPN h2 and HTTP/1.1 on one port", async (t) => {
   const dir = await mkdtemp(join(tmpdir(), "listener-tls-"));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
@@ -387,6 +488,24 @@ t.test("TLS: ALPN h2 and HTTP/1.1 on one port", async (t) => {
     t.equal(r.status, 200);
     t.same(parseEcho(r.body), { method: "GET", url: "/tls-h2", httpVersion: "2.0" });
     t.equal(client.alpnProtocol, "h2");
+  });
+
+  t.test("a request body is read only as fast as the handler reads it, h2 and HTTP/1.1", async (t) => {
+    const client = h2Connect(t, `https://localhost:${port}`, { ca: cert });
+    let held = nextHeld();
+    const stream = client.request({ ":method": "PUT", ":path": "/hold-tls-h2" });
+    stream.on("error", () => {});
+    let written = writeBody(stream, BODY_MIB);
+    await expectBodyBackpressure(t, held, "TLS h2");
+    await written;
+
+    held = nextHeld();
+    const req = https.request({ host: "localhost", port, method: "PUT", path: "/hold-tls-h1", ca: cert, agent: false, headers: { "content-length": String(BODY_MIB * MiB) } });
+    req.on("error", () => {});
+    req.on("response", (r) => r.resume());
+    written = writeBody(req, BODY_MIB);
+    await expectBodyBackpressure(t, held, "TLS HTTP/1.1");
+    await written;
   });
 
   t.test("HTTP/1.1 via https.request", async (t) => {

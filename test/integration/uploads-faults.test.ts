@@ -264,7 +264,7 @@ t.test("object storage faults (S3 emulator behind fault proxies)", { skip: s3Ski
     await c.deleteVideo({ id: open.id });
     t.pass("DeleteVideo succeeds while storage is down");
     const mark = proxy.requests.length;
-    t.equal(await removeQueuedObjects(h.s.ctx.database, h.s.ctx.store, h.s.ctx.logger), 0, "the janitor removes nothing yet");
+    t.equal(await removeQueuedObjects(h.s.ctx), 0, "the janitor removes nothing yet");
     const deletes = proxy.count("DeleteObject", mark);
     t.ok(deletes >= ATTEMPTS && deletes % ATTEMPTS === 0, `each removal was tried ${ATTEMPTS} times (${deletes} DeleteObject)`);
     const queued = await h.queuedDeletions(key);
@@ -278,6 +278,32 @@ t.test("object storage faults (S3 emulator behind fault proxies)", { skip: s3Ski
     t.equal(await bucket.size(key), undefined, "the object is removed once storage is back");
     t.same(await bucket.multipartUploads(prefixOf(open.id)), [], "the multipart upload is aborted");
     t.same(await h.queuedDeletions(), [], "nothing is left queued");
+  });
+
+  t.test("the janitor holds no database connection while it waits for storage", async (t) => {
+    // One pooled connection: a janitor that kept a transaction open across
+    // its S3 calls would hold every other query back until it finished.
+    const { h, proxy } = await startFaulty(t, bucket, { DB_POOL_MAX: "1" });
+    const c = h.s.clients.connect;
+    const videos = [];
+    for (let i = 0; i < 2; i++) {
+      const v = await h.newVideo();
+      await h.s.clients.grpc.uploadVideoContent(contentMessages({ id: v.id, contentType: "video/mp4" }, bytes(MiB)));
+      videos.push(v);
+    }
+    const kept = await h.newVideo();
+    for (const v of videos) await c.deleteVideo({ id: v.id });
+    proxy.inject({ kind: "delay", ops: ["DeleteObject"], delayMs: 1500 });
+    const mark = proxy.requests.length;
+    const janitor = h.drainJanitor(20_000);
+    await eventually(async () => proxy.count("DeleteObject", mark) > 0, "the janitor to call DeleteObject");
+    const started = performance.now();
+    t.equal((await c.getVideo({ id: kept.id })).id, kept.id, "GetVideo answers while the janitor waits for S3");
+    const ms = performance.now() - started;
+    t.ok(ms < 1000, `within ${ms.toFixed(0)} ms, not after the janitor's batch (≥ 1.5 s per object)`);
+    await janitor;
+    t.same(await h.queuedDeletions(), [], "and the janitor finishes its batch");
+    proxy.clear();
   });
 
   t.test("two CompleteUpload calls racing the multipart completion both succeed, one VideoUploaded", async (t) => {

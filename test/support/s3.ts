@@ -146,6 +146,8 @@ export interface S3FaultProxy {
   address: string;
   /** Every request seen, in arrival order. */
   requests: ProxiedRequest[];
+  /** Request body bytes passed on to the emulator so far (what storage has accepted). */
+  readonly forwardedBodyBytes: number;
   /** Requests of one operation seen since `since` (an index into requests). */
   count(op: string, since?: number): number;
   /** From now on, apply this fault (replacing any other). */
@@ -169,6 +171,7 @@ export async function startS3FaultProxy(t: { teardown(fn: () => unknown): void }
   const agent = new http.Agent({ keepAlive: true });
   const requests: ProxiedRequest[] = [];
   let fault: (Fault & { left: number }) | undefined;
+  let forwardedBodyBytes = 0;
   // Ends the waits of delayed answers when the proxy closes.
   const closing = new AbortController();
 
@@ -233,6 +236,7 @@ export async function startS3FaultProxy(t: { teardown(fn: () => unknown): void }
     );
     out.on("error", () => res.destroy());
     req.on("aborted", () => out.destroy());
+    req.on("data", (d: Buffer) => (forwardedBodyBytes += d.length));
     req.pipe(out);
   }
   server.keepAliveTimeout = 30_000;
@@ -242,6 +246,9 @@ export async function startS3FaultProxy(t: { teardown(fn: () => unknown): void }
     endpoint: `http://127.0.0.1:${port}`,
     address: `127.0.0.1:${port}`,
     requests,
+    get forwardedBodyBytes() {
+      return forwardedBodyBytes;
+    },
     count: (op, since = 0) => requests.slice(since).filter((r) => r.op === op).length,
     inject(f) {
       fault = { ...f, left: f.times ?? Infinity };

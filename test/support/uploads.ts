@@ -54,7 +54,13 @@ export interface UploadHarness {
   outbox(videoId: string, type?: string): Promise<number>;
   /** Rows waiting in the storage janitor's queue for a key. */
   queuedDeletions(key?: string): Promise<{ object_key: string | null; attempts: number; last_error: string | null }[]>;
-  /** Runs the janitor until nothing is queued (bounded). */
+  /**
+   * Queued removals that are due by the server's clock or being retried —
+   * all but the sweeps scheduled for later (a deleted video's presigned URL
+   * is swept again once it has expired).
+   */
+  pendingDeletions(): Promise<{ object_key: string | null; attempts: number; last_error: string | null }[]>;
+  /** Runs the janitor until no removal is pending (bounded). */
   drainJanitor(timeoutMs?: number): Promise<void>;
   /** Waits until the server's own reconciler has made its first pass (it runs at start). */
   firstReconcileDone(): Promise<void>;
@@ -131,12 +137,19 @@ export async function startUploadServer(t: Teardown, o: HarnessOptions): Promise
       if (o.kind === "s3") await eventually(listed, "the server's first reconciler pass");
       else await sleep(500);
     },
+    pendingDeletions() {
+      return ctx.db
+        .selectFrom("storage_deletions")
+        .select(["object_key", "attempts", "last_error"])
+        .where((eb) => eb.or([eb("next_attempt_time", "<=", now()), eb("attempts", ">", 0)]))
+        .execute();
+    },
     async drainJanitor(timeoutMs = 15_000) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
-        await removeQueuedObjects(ctx.database, ctx.store, ctx.logger);
-        if ((await h.queuedDeletions()).length === 0) return;
-        if (Date.now() > deadline) throw new Error(`the storage janitor did not empty its queue in time: ${JSON.stringify(await h.queuedDeletions())}`);
+        await removeQueuedObjects(ctx);
+        if ((await h.pendingDeletions()).length === 0) return;
+        if (Date.now() > deadline) throw new Error(`the storage janitor did not empty its queue in time: ${JSON.stringify(await h.pendingDeletions())}`);
         await sleep(200);
       }
     },
