@@ -78,24 +78,52 @@ export function observe(logger: winston.Logger, metrics: Metrics, tracer: Tracer
       failure = ConnectError.from(e);
       throw e;
     } finally {
-      const seconds = (performance.now() - started) / 1000;
       const codeName = failure ? Code[failure.code] : "ok";
-      metrics.requests.inc({ protocol, procedure, code: codeName });
-      metrics.duration.observe({ protocol, procedure }, seconds);
       span.setAttribute("rpc.response.status_code", codeName);
       if (failure && SERVER_FAULTS.has(failure.code)) span.setStatus({ code: SpanStatusCode.ERROR, message: failure.rawMessage });
       span.end();
-      logger.info("call", {
+      recordCall(logger, metrics, {
         protocol,
         procedure,
-        ...(restRoute ? { route: restRoute } : {}),
+        route: restRoute,
         code: codeName,
-        duration_ms: Math.round(seconds * 1e6) / 1e3,
-        request_id: requestId,
-        ...(traceId ? { trace_id: traceId, span_id: spanContext.spanId } : {}),
+        seconds: (performance.now() - started) / 1000,
+        requestId,
+        ...(traceId ? { traceId, spanId: spanContext.spanId } : {}),
       });
     }
   };
+}
+
+export interface CallRecord {
+  protocol: string;
+  procedure: string;
+  route?: string;
+  /** "ok" or the Code name. */
+  code: string;
+  seconds: number;
+  requestId: string;
+  traceId?: string;
+  spanId?: string;
+}
+
+/**
+ * The call's metric samples and its log line. The REST transcoder calls it
+ * too, for requests it refuses before they reach the chain (no route,
+ * malformed JSON, unknown fields), so every request is counted and logged.
+ */
+export function recordCall(logger: winston.Logger, metrics: Metrics, c: CallRecord): void {
+  metrics.requests.inc({ protocol: c.protocol, procedure: c.procedure, code: c.code });
+  metrics.duration.observe({ protocol: c.protocol, procedure: c.procedure }, c.seconds);
+  logger.info("call", {
+    protocol: c.protocol,
+    procedure: c.procedure,
+    ...(c.route ? { route: c.route } : {}),
+    code: c.code,
+    duration_ms: Math.round(c.seconds * 1e6) / 1e3,
+    request_id: c.requestId,
+    ...(c.traceId ? { trace_id: c.traceId, span_id: c.spanId } : {}),
+  });
 }
 
 // Errors from dependencies, by what a caller can do about them. Nothing of the

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import type * as http from "node:http";
 import type * as http2 from "node:http2";
 import { createRegistry, fromBinary, fromJson, toJson, type DescMessage, type JsonObject, type JsonValue, type Registry } from "@bufbuild/protobuf";
@@ -24,6 +25,26 @@ export interface RestOptions {
   /** Builds the router's request from the Node request (server.ts). */
   universalRequest: UniversalRequestFactory;
   onInternalError: (error: unknown) => void;
+  /**
+   * Requests refused here, before the interceptor chain (no route, a body
+   * that does not decode): counted and logged like every other call.
+   */
+  onRefused: (call: RefusedCall) => void;
+  /**
+   * Refuse a request without a bearer token before its body is read, so an
+   * anonymous caller learns nothing of the validation rules (the token itself
+   * is verified by the interceptor chain).
+   */
+  bearerRequired: boolean;
+}
+
+export interface RefusedCall {
+  /** The route's RPC, or "unmatched". */
+  procedure: string;
+  route?: string;
+  code: Code;
+  seconds: number;
+  requestId: string;
 }
 
 const errorRegistry: Registry = createRegistry(file_google_rpc_error_details);
@@ -51,10 +72,14 @@ export class RestError extends Error {
     readonly code: Code,
     message: string,
     readonly httpStatus = httpStatusOf(code),
+    readonly details: JsonValue[] = [],
+    readonly headers: Record<string, string> = {},
   ) {
     super(message);
   }
 }
+
+const BEARER = /^Bearer\s+[A-Za-z0-9_\-.=]+$/i;
 
 export function sendRestError(res: NodeResponse, httpStatus: number, code: Code, message: string, details: JsonValue[] = [], extraHeaders: Record<string, string> = {}) {
   // RFC 6750 §3: a 401 names the scheme the caller should use.
@@ -229,7 +254,14 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     return { allowed };
   }
 
-  async function handle(req: NodeRequest, res: NodeResponse): Promise<void> {
+  // What a request was, as far as it got: for the record of refused ones.
+  interface Progress {
+    procedure: string;
+    route?: string;
+    dispatched: boolean;
+  }
+
+  async function handle(req: NodeRequest, res: NodeResponse, progress: Progress): Promise<void> {
     const url = new URL(req.url ?? "/", "http://rest.invalid");
     let found;
     try {
@@ -239,13 +271,18 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     }
     if (!("route" in found) || !found.route) {
       if (found.allowed.length > 0) {
-        return sendRestError(res, 405, Code.Unimplemented, `method ${req.method} is not allowed on ${url.pathname}`, [], {
+        throw new RestError(Code.Unimplemented, `method ${req.method} is not allowed on ${url.pathname}`, 405, [], {
           allow: [...new Set(found.allowed)].join(", "),
         });
       }
-      return sendRestError(res, 404, Code.NotFound, `no route for ${req.method} ${url.pathname}`);
+      throw new RestError(Code.NotFound, `no route for ${req.method} ${url.pathname}`, 404);
     }
     const { route, vars } = found;
+    progress.procedure = `${route.method.parent.typeName}/${route.method.name}`;
+    progress.route = `${route.httpMethod} ${route.template}`;
+    if (options.bearerRequired && !BEARER.test(String(req.headers.authorization ?? "").trim())) {
+      throw new RestError(Code.Unauthenticated, req.headers.authorization ? "the authorization header is not a bearer token" : "a bearer token is required");
+    }
     const hasBody = route.body !== "";
     const bytes = await readBody(req, options.maxBodyBytes);
     const body = hasBody ? parseJsonBody(bytes, req.headers["content-type"]) : undefined;
@@ -254,7 +291,7 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
       request = requestJson(route, vars, url.searchParams, body);
     } catch (e) {
       if (e instanceof RequestMappingError && e.field) {
-        return sendRestError(res, 400, Code.InvalidArgument, e.message, [badRequest([{ field: e.field, description: e.message }])]);
+        throw new RestError(Code.InvalidArgument, e.message, 400, [badRequest([{ field: e.field, description: e.message }])]);
       }
       if (e instanceof RequestMappingError) throw new RestError(Code.InvalidArgument, e.message);
       throw e;
@@ -263,13 +300,14 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     // Decoding errors name the field (AIP-193), as validation errors do.
     const violations = jsonViolations(route.method.input, request);
     if (violations.length > 0) {
-      return sendRestError(res, 400, Code.InvalidArgument, violations.map((v) => `${v.field}: ${v.description}`).join("; "), [badRequest(violations)]);
+      throw new RestError(Code.InvalidArgument, violations.map((v) => `${v.field}: ${v.description}`).join("; "), 400, [badRequest(violations)]);
     }
 
     const handler = handlers.get(route.method.parent.typeName + "/" + route.method.name)!;
     const header = forwardHeaders(req, new Headers({ "content-type": "application/json", "connect-protocol-version": "1" }));
     const values = options.contextValues(req).set(restRouteKey, `${route.httpMethod} ${route.template}`);
     const uReq = options.universalRequest(req, res, { body: request, header, contextValues: values, method: "POST", path: handler.requestPath });
+    progress.dispatched = true;
     const uRes = await handler(uReq);
     const out = await readAll(uRes.body);
     if (uRes.status === 200) {
@@ -291,10 +329,16 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
   return {
     routes,
     handle(req: NodeRequest, res: NodeResponse) {
-      handle(req, res).catch((e: unknown) => {
-        if (e instanceof RestError) return sendRestError(res, e.httpStatus, e.code, e.message);
-        options.onInternalError(e);
-        sendRestError(res, 500, Code.Internal, "internal error");
+      const started = performance.now();
+      const progress: Progress = { procedure: "unmatched", dispatched: false };
+      handle(req, res, progress).catch((e: unknown) => {
+        const refused = e instanceof RestError ? e : new RestError(Code.Internal, "internal error", 500);
+        if (!(e instanceof RestError)) options.onInternalError(e);
+        if (progress.dispatched) return sendRestError(res, refused.httpStatus, refused.code, refused.message);
+        // Never reached the interceptor chain: record it here, with a request id.
+        const requestId = String(req.headers["x-request-id"] ?? "").slice(0, 128) || randomUUID();
+        sendRestError(res, refused.httpStatus, refused.code, refused.message, refused.details, { ...refused.headers, "x-request-id": requestId });
+        options.onRefused({ procedure: progress.procedure, route: progress.route, code: refused.code, seconds: (performance.now() - started) / 1000, requestId });
       });
     },
   };

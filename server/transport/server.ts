@@ -23,7 +23,7 @@ import { startStorageUpkeep } from "../uploads/storage-janitor.js";
 import { MAX_UPLOAD_BYTES } from "../uploads/rules.js";
 import videoRoutes from "../videos/index.js";
 import healthRoutes, { readinessProbe } from "./health.js";
-import { observe, publicErrors, wireProtocolKey } from "./interceptors.js";
+import { observe, publicErrors, recordCall, wireProtocolKey } from "./interceptors.js";
 import { createListener, type NodeRequest, type NodeResponse } from "./listener.js";
 import { reflectionRoutes } from "./reflection.js";
 import { createRestUploadHandler } from "./rest-upload.js";
@@ -66,6 +66,8 @@ export function createServer(ctx: AppContext) {
     contextValues,
     universalRequest,
     onInternalError: (e) => ctx.logger.error("rest call failed", { error: e instanceof Error ? e.stack : String(e) }),
+    onRefused: (c) => recordCall(ctx.logger, ctx.metrics, { ...c, protocol: "rest", code: Code[c.code] }),
+    bearerRequired: Boolean(ctx.cfg.auth.jwt),
   });
   const rpc = new Map(router.handlers.map((h) => [h.requestPath, h]));
   const contentUpload = createRestUploadHandler(router, { contextValues, universalRequest });

@@ -584,4 +584,16 @@ t.test("health, readiness, metrics and reflection stay open without a token", as
   // And the protected ones are not open.
   const res = await s.clients.rest("GET", "/videos");
   expectRestError(t, res, 401, "UNAUTHENTICATED", undefined, "GET /videos without a token");
+  // Without a token, a bad body is not even read: the caller learns nothing
+  // of the validation rules.
+  for (const [what, req] of [
+    ["an unknown field", { json: { title: "x", bogus: 1 } }],
+    ["malformed JSON", { body: '{"title":' }],
+    ["a wrong type", { json: { title: 5 } }],
+  ] as const) {
+    expectRestError(t, await s.clients.rest("POST", "/videos", req), 401, "UNAUTHENTICATED", undefined, `POST /videos with ${what} and no token`);
+    const basic = await s.clients.rest("POST", "/videos", { ...req, headers: { authorization: "Basic dXNlcjpwYXNz" } });
+    expectRestError(t, basic, 401, "UNAUTHENTICATED", undefined, `POST /videos with ${what} and Basic credentials`);
+    t.equal(basic.headers.get("www-authenticate"), 'Bearer realm="video-management-service"');
+  }
 });

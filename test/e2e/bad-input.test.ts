@@ -447,6 +447,24 @@ function behaviours(w: () => World) {
       }
     },
 
+    async "REST requests refused before the handler are still logged and counted, with a request id"(t: T) {
+      const { s } = w();
+      const text = async () => s.ctx.metrics.registry.metrics();
+      const count = (m: string, labels: string) => Number(new RegExp(`^rpc_server_requests_total\\{${labels}\\} (\\d+)$`, "m").exec(m)?.[1] ?? 0);
+      const create = 'protocol="rest",procedure="video.v1.VideoService/CreateVideo",code="InvalidArgument"';
+      const unmatched = 'protocol="rest",procedure="unmatched",code="NotFound"';
+      const before = await text();
+      const bad = await rest(w(), "POST", "/videos", { json: { title: "x", nope: 1 }, headers: { "x-request-id": "refused-1" } });
+      t.equal(bad.status, 400);
+      t.equal(bad.headers.get("x-request-id"), "refused-1", "the caller's request id is echoed");
+      const lost = await rest(w(), "GET", "/no/such/route");
+      t.equal(lost.status, 404);
+      t.match(lost.headers.get("x-request-id"), /^[0-9a-f-]{36}$/, "a generated request id");
+      const after = await text();
+      t.equal(count(after, create) - count(before, create), 1, "the refused CreateVideo is counted under its procedure");
+      t.equal(count(after, unmatched) - count(before, unmatched), 1, "a request with no route is counted as unmatched");
+    },
+
     async "no response was ever a 5xx and the server still serves"(t: T) {
       const { s, statuses } = w();
       t.ok(statuses.length > 200, `${statuses.length} REST responses checked`);
