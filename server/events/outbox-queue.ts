@@ -30,7 +30,11 @@ export const pending = <T extends { where: Function }>(q: T): T =>
  * Videos with pending events, oldest waiting first, found among the first
  * `window` pending events of videos not in `skip` (this relay's batches in
  * flight and videos waiting out a backoff: their rows would only fill the
- * window). Each with its pending count, counted up to `cap`.
+ * window). Each with its pending count up to `cap`, estimated from the first
+ * and last pending sequence — two index probes, where counting would read
+ * every pending row of every head. A video's pending sequences are
+ * contiguous; a parked event among them only makes the estimate high, which
+ * the claim's per-video LIMIT absorbs.
  */
 export async function queueHeads(trx: Transaction<Database>, skip: string[], window: number, cap: number): Promise<Head[]> {
   const { rows } = await sql<{ video_id: string; pending: number }>`
@@ -43,12 +47,13 @@ export async function queueHeads(trx: Transaction<Database>, skip: string[], win
       ) w
       group by video_id
     )
-    select h.video_id::text as video_id,
-      (select count(*) from (
-        select 1 from outbox o
-        where o.video_id = h.video_id and o.publish_time is null and o.parked_time is null
-        limit ${cap}) c)::int as pending
+    select h.video_id::text as video_id, least(${cap}::int, s.last - s.first + 1)::int as pending
     from heads h
+    cross join lateral (
+      select
+        (select sequence from outbox o where o.video_id = h.video_id and o.publish_time is null and o.parked_time is null order by sequence limit 1) as first,
+        (select sequence from outbox o where o.video_id = h.video_id and o.publish_time is null and o.parked_time is null order by sequence desc limit 1) as last
+    ) s
     order by h.first`.execute(trx);
   return rows.map((r) => ({ videoId: r.video_id, pending: r.pending }));
 }
