@@ -42,7 +42,10 @@ export async function queueHeads(trx: Transaction<Database>, skip: string[], win
       select video_id, min(id) as first
       from (
         select video_id, id from outbox
-        where publish_time is null and parked_time is null and video_id <> all(${skip}::uuid[])
+        -- NOT IN a subquery is a hashed subplan even in the generic plan a
+        -- named statement settles on; "<> all(array)" would then compare each
+        -- row with every skipped video. (No NULLs on either side.)
+        where publish_time is null and parked_time is null and video_id not in (select unnest(${skip}::uuid[]))
         order by id limit ${window}
       ) w
       group by video_id
