@@ -36,7 +36,7 @@ export const pending = <T extends { where: Function }>(q: T): T =>
  * contiguous; a parked event among them only makes the estimate high, which
  * the claim's per-video LIMIT absorbs.
  */
-export async function queueHeads(trx: Transaction<Database>, skip: string[], window: number, cap: number): Promise<Head[]> {
+export async function queueHeads(db: Kysely<Database>, skip: string[], window: number, cap: number): Promise<Head[]> {
   const { rows } = await sql<{ video_id: string; pending: number }>`
     with heads as (
       select video_id, min(id) as first
@@ -57,7 +57,7 @@ export async function queueHeads(trx: Transaction<Database>, skip: string[], win
         (select sequence from outbox o where o.video_id = h.video_id and o.publish_time is null and o.parked_time is null order by sequence limit 1) as first,
         (select sequence from outbox o where o.video_id = h.video_id and o.publish_time is null and o.parked_time is null order by sequence desc limit 1) as last
     ) s
-    order by h.first`.execute(trx);
+    order by h.first`.execute(db);
   return rows.map((r) => ({ videoId: r.video_id, pending: r.pending }));
 }
 

@@ -55,6 +55,8 @@ export class OutboxRelay extends EventEmitter {
   private failures = 0;
   private resumeAt = 0;
   private readonly retries: VideoRetries;
+  /** Videos the last claim planned but did not get (another relay holds them): skipped once, so the next claim looks past them. */
+  private heldElsewhere: string[] = [];
   private lastRetention = 0;
 
   constructor(
@@ -156,7 +158,9 @@ export class OutboxRelay extends EventEmitter {
       } catch (e) {
         this.failed("outbox relay batch failed", e);
       }
-      if (claimed === 0 && this.resumeAt <= Date.now()) await this.sleep(this.idleWait());
+      // Nothing claimed: wait for news — unless other relays held what was
+      // planned, when there may be more behind it.
+      if (claimed === 0 && this.heldElsewhere.length === 0 && this.resumeAt <= Date.now()) await this.sleep(this.idleWait());
     }
     await Promise.all([...this.inFlight].map((b) => b.done));
   }
@@ -216,21 +220,26 @@ export class OutboxRelay extends EventEmitter {
    * claimed once they are claimed (0: nothing to do), while the batch goes on
    * to publish, mark and commit in the background. Rejects if claiming failed.
    */
-  private startBatch(): Promise<number> {
+  private async startBatch(): Promise<number> {
     const { batchSize } = this.options;
-    const skip = [...this.retries.waiting(Date.now()), ...[...this.inFlight].flatMap((b) => b.videos)];
+    const skip = [...this.retries.waiting(Date.now()), ...[...this.inFlight].flatMap((b) => b.videos), ...this.heldElsewhere];
+    this.heldElsewhere = [];
+    const cap = shareCap(batchSize, PUBLISH_BATCH_MESSAGES);
+    // Outside the claim's transaction: most wake-ups find nothing (or only
+    // videos in flight), and then no transaction is opened at all. The plan
+    // is only a hint; claim() re-reads under the locks.
+    const plan = planBatch(await queueHeads(this.db, skip, batchSize, cap), batchSize, cap);
+    if (plan.length === 0) return 0;
+
     let claimed!: (n: number) => void;
     const claim$ = new Promise<number>((resolve) => (claimed = resolve));
     const batch: Batch = { videos: [], done: Promise.resolve() };
-
     const work = this.db.transaction().execute(async (trx) => {
-      const cap = shareCap(batchSize, PUBLISH_BATCH_MESSAGES);
-      const heads = await queueHeads(trx, skip, batchSize, cap);
-      const events = await claim(trx, planBatch(heads, batchSize, cap));
-      if (events.length > 0) {
-        batch.videos = [...new Set(events.map((e) => e.video_id))];
-        this.inFlight.add(batch);
-      }
+      const events = await claim(trx, plan);
+      const got = new Set(events.map((e) => e.video_id));
+      batch.videos = [...got];
+      if (events.length > 0) this.inFlight.add(batch);
+      if (got.size < plan.length) this.heldElsewhere = plan.map((p) => p.videoId).filter((v) => !got.has(v));
       claimed(events.length);
       if (events.length === 0) return undefined;
       return this.publishClaimed(trx, events);
