@@ -1,5 +1,8 @@
 import { sql, type Kysely, type Transaction } from "kysely";
+import { Gauge } from "prom-client";
+import type { DatabaseHandle } from "../db/database.js";
 import type { Database } from "../db/schema.js";
+import type { Metrics } from "../metrics.js";
 import type { StoredEvent } from "./cloudevents.js";
 import type { Head, Share } from "./relay-rules.js";
 
@@ -23,7 +26,7 @@ import type { Head, Share } from "./relay-rules.js";
 const VIDEO_LOCK_NAMESPACE = 0x76_6d_73_01; // "vms" + 1
 const POSITION_LOCK = 0x76_6d_73_02;
 
-export const pending = <T extends { where: Function }>(q: T): T =>
+const pending = <T extends { where: Function }>(q: T): T =>
   (q as any).where("publish_time", "is", null).where("parked_time", "is", null);
 
 /**
@@ -125,4 +128,21 @@ export async function deleteExpired(db: Kysely<Database>, cutoff: Date): Promise
     .deleteFrom("outbox")
     .where("id", "in", (eb) => eb.selectFrom("outbox").select("id").where("publish_time", "<", cutoff).limit(1000))
     .execute();
+}
+
+/** events_outbox_backlog, read at scrape time, so the figure is the database's, across replicas. */
+export function registerBacklogGauge(database: DatabaseHandle, metrics: Metrics): void {
+  new Gauge({
+    name: "events_outbox_backlog",
+    help: "Events committed but not yet published (excluding parked ones)",
+    registers: [metrics.registry],
+    collect: async function (this: Gauge) {
+      try {
+        const row = await pending(database.db.selectFrom("outbox").select((eb) => eb.fn.countAll<string>().as("n"))).executeTakeFirst();
+        this.set(Number(row?.n ?? 0));
+      } catch {
+        // Database unreachable: keep the last figure rather than fail the scrape.
+      }
+    },
+  });
 }
