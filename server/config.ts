@@ -143,7 +143,7 @@ function events(env: Env): Config["events"] {
     format,
     retentionMs: duration(env, "OUTBOX_RETENTION", 7 * UNITS.d),
     relayPollMs: int(env, "RELAY_POLL_MS", 1000, 10, 600_000),
-    relayBatchSize: int(env, "RELAY_BATCH_SIZE", 200, 1, 5000),
+    relayBatchSize: int(env, "RELAY_BATCH_SIZE", 1000, 1, 5000),
   };
 }
 

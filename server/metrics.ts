@@ -47,7 +47,7 @@ export function createMetrics() {
     relayBatchSize: new Histogram({
       name: "events_relay_batch_size",
       help: "Events claimed per relay batch",
-      buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500],
+      buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000],
       registers: [registry],
     }),
     s3Requests: new Counter({

@@ -39,17 +39,26 @@ export interface PubSubOptions {
   timeoutMs?: number;
 }
 
+/** Messages per publish RPC (the client's batching); the relay sizes a video's share of a batch by it. */
+export const PUBLISH_BATCH_MESSAGES = 500;
+
+// How long a successful topic check vouches for readiness: a topic deleted
+// later shows up within this time (or at once, by a publish that finds it gone).
+const TOPIC_CHECK_TTL_MS = 30_000;
+const NOT_FOUND = 5;
+
 export class PubSubPublisher implements EventPublisher {
   readonly name = "pubsub";
   private readonly client: PubSub;
   private readonly topic: Topic;
-  private topicSeen = false;
+  private topicSeenAt: number | undefined;
+  private recheck: Promise<unknown> | undefined;
 
   constructor(options: PubSubOptions) {
     this.client = new PubSub({ projectId: options.projectId });
     this.topic = this.client.topic(options.topic, {
       messageOrdering: true,
-      batching: { maxMessages: 500, maxMilliseconds: 5 },
+      batching: { maxMessages: PUBLISH_BATCH_MESSAGES, maxMilliseconds: 5 },
       gaxOpts: { timeout: options.timeoutMs ?? 10_000, retry: null },
     });
   }
@@ -61,20 +70,35 @@ export class PubSubPublisher implements EventPublisher {
     // After a failure the client pauses the ordering key (so later events of
     // that video cannot overtake); the relay retries them, so resume it.
     results.forEach((r, i) => {
-      if (r.status === "rejected") this.topic.resumePublishing(events[i].orderingKey);
+      if (r.status !== "rejected") return;
+      this.topic.resumePublishing(events[i].orderingKey);
+      if ((r.reason as { code?: number })?.code === NOT_FOUND) this.topicSeenAt = undefined;
     });
     return results;
   }
 
   // Topics are infrastructure: the service never creates one, it reports.
+  // Until the topic has been seen, readiness waits on the check. After that
+  // it answers at once and re-checks in the background when the last sighting
+  // is stale: a deleted topic (or a publish that found it gone) makes the
+  // service unready, while a bus that is merely unreachable does not — the
+  // outbox rides that out, and writes must go on.
   async unreadyReason() {
-    if (this.topicSeen) return undefined;
+    if (this.topicSeenAt === undefined) return this.checkTopic();
+    if (Date.now() - this.topicSeenAt >= TOPIC_CHECK_TTL_MS) this.recheck ??= this.checkTopic().finally(() => (this.recheck = undefined));
+    return undefined;
+  }
+
+  private async checkTopic(): Promise<string | undefined> {
     try {
       await this.topic.getMetadata({ timeout: 5_000, retry: null });
-      this.topicSeen = true;
+      this.topicSeenAt = Date.now();
       return undefined;
     } catch (e) {
-      if ((e as { code?: number }).code === 5) return `Pub/Sub topic ${this.topic.name} does not exist`;
+      if ((e as { code?: number }).code === NOT_FOUND) {
+        this.topicSeenAt = undefined;
+        return `Pub/Sub topic ${this.topic.name} does not exist`;
+      }
       return `Pub/Sub is unreachable: ${(e as Error).message.split("\n")[0]}`;
     }
   }

@@ -4,7 +4,14 @@
 //   throughput  events/s: N committed events drained by the relay (claim,
 //               publish, mark; RELAY_BATCH_SIZE default) vs the same N
 //               messages (same data, attributes, ordering keys, client
-//               settings) published straight from the SDK.
+//               settings) published straight from the SDK, built before its
+//               clock starts (the relay's encoding is part of its cost).
+//               Both sides start warm (the SDK's channel, the relay's
+//               publisher and database pool) and the order alternates by
+//               round (raw first, then relay first, …) so drift on a shared
+//               machine hits both. Also reported: this process's CPU time per
+//               event (user+sys ÷ events; the relay's PostgreSQL work is not
+//               in it), the steadier figure on a noisy machine.
 //               target: relay ≥ 0.7 × raw
 //   lag         commit-to-publish p50/p99 at a sustained write load: the
 //               service (server/main.ts, its own process) takes REST writes
@@ -21,8 +28,9 @@
 //                               with gcloud and stopped)
 //   BENCH_RELAY_EVENTS          events per throughput run (10000)
 //   BENCH_RELAY_KEYS            distinct videos (ordering keys) among them (1000)
-//   BENCH_RELAY_ROUNDS          raw/relay pairs, alternated, after one warm-up pair (3)
+//   BENCH_RELAY_ROUNDS          raw/relay pairs, alternated, after two warm-up pairs (5)
 //   BENCH_RELAY_BATCH_SIZE      the relay's RELAY_BATCH_SIZE (unset: the service default)
+//   BENCH_RELAY_SETTLE_MS       pause before each measured run (1000)
 //   BENCH_RELAY_RATE            writes/s in the lag run (200)
 //   BENCH_RELAY_LAG_MS          length of the lag run (10000)
 //   BENCH_STRICT=1              exit 1 when a target is missed
@@ -35,6 +43,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { PubSub } from "@google-cloud/pubsub";
+import { sql } from "kysely";
 import pg from "pg";
 import { VideoUpdatedSchema } from "../../gen/video/v1/events_pb.js";
 import { Video_State as State, Video_Visibility as Visibility } from "../../gen/video/v1/video_pb.js";
@@ -53,9 +62,10 @@ const num = (name: string, fallback: number) => (env[name] ? Number(env[name]) :
 const adminUrl = env.BENCH_DATABASE_URL || env.DATABASE_URL || env.TEST_DATABASE_URL || "postgres://postgres:postgres@127.0.0.1:5432/postgres";
 const EVENTS = num("BENCH_RELAY_EVENTS", 10_000);
 const KEYS = num("BENCH_RELAY_KEYS", 1000);
-const ROUNDS = num("BENCH_RELAY_ROUNDS", 3);
+const ROUNDS = num("BENCH_RELAY_ROUNDS", 5);
 const RATE = num("BENCH_RELAY_RATE", 200);
 const LAG_MS = num("BENCH_RELAY_LAG_MS", 10_000);
+const SETTLE_MS = num("BENCH_RELAY_SETTLE_MS", 1000);
 const TARGET_RATIO = 0.7;
 const TARGET_P99_MS = 250;
 
@@ -67,7 +77,8 @@ const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length 
 
 const cleanups: (() => Promise<unknown> | unknown)[] = [];
 const teardown = { teardown: (fn: () => unknown) => void cleanups.unshift(fn) };
-async function cleanup() {
+/** Stops what the relay benchmark started (emulator, scratch database, topics); safe to call twice. */
+export async function cleanup() {
   for (const fn of cleanups.splice(0)) await Promise.resolve(fn()).catch((e) => log(`cleanup: ${String(e)}`));
 }
 
@@ -118,37 +129,52 @@ function workload() {
   }));
 }
 
+interface Run {
+  eventsPerSecond: number;
+  /** This process's CPU time (user+sys) in the measured window ÷ events. */
+  cpuUsPerEvent: number;
+}
+
+function cpuSince(start: NodeJS.CpuUsage): number {
+  const u = process.cpuUsage(start);
+  return (u.user + u.system) / EVENTS;
+}
+
 // ------------------------------------------------------------------ raw SDK ---
 
-async function rawRun(client: PubSub, topicName: string): Promise<number> {
+async function rawRun(client: PubSub, topicName: string): Promise<Run> {
   // The same client settings as server/events/publishers.ts.
   const topic = client.topic(topicName, { messageOrdering: true, batching: { maxMessages: 500, maxMilliseconds: 5 }, gaxOpts: { timeout: 10_000, retry: null } });
   await topic.publishMessage({ data: Buffer.from("warm-up"), orderingKey: "warm-up" });
   const messages = workload().map((w, i) =>
     toCloudEvent({ id: String(i), event_id: randomUUID(), video_id: w.videoId, sequence: String(w.sequence), type: VideoUpdatedSchema.typeName, payload: w.payload, create_time: new Date() }, "json"),
   );
+  const cpu = process.cpuUsage();
   const t0 = performance.now();
   await Promise.all(messages.map((m) => topic.publishMessage({ data: m.data, attributes: m.attributes, orderingKey: m.orderingKey })));
   const ms = performance.now() - t0;
+  const cpuUsPerEvent = cpuSince(cpu);
   await topic.flush();
-  return (EVENTS / ms) * 1000;
+  return { eventsPerSecond: (EVENTS / ms) * 1000, cpuUsPerEvent };
 }
 
 // -------------------------------------------------------------------- relay ---
 
-async function relayRun(databaseUrl: string, topicName: string, emulatorHost: string): Promise<number> {
-  const database = openPostgres({ url: databaseUrl, poolMax: 5 });
+async function relayRun(databaseUrl: string, topicName: string, emulatorHost: string): Promise<Run> {
   process.env.PUBSUB_EMULATOR_HOST = emulatorHost;
+  const cfg = loadConfig({ PUBSUB_TOPIC: topicName, PUBSUB_PROJECT_ID: PROJECT_ID, RELAY_BATCH_SIZE: env.BENCH_RELAY_BATCH_SIZE });
+  // The service's pool size: the relay holds one connection per batch in flight.
+  const database = openPostgres({ url: databaseUrl, poolMax: cfg.database.poolMax });
   const publisher = new PubSubPublisher({ projectId: PROJECT_ID, topic: topicName });
   const logger = createLogger("error", true);
-  const cfg = loadConfig({ PUBSUB_TOPIC: topicName, PUBSUB_PROJECT_ID: PROJECT_ID, RELAY_BATCH_SIZE: env.BENCH_RELAY_BATCH_SIZE });
   const relay = new OutboxRelay(
     { database, publisher, logger, metrics: createMetrics() },
     { batchSize: cfg.events.relayBatchSize, pollMs: cfg.events.relayPollMs, retentionMs: cfg.events.retentionMs, format: cfg.events.format },
   );
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
   try {
-    // Warm the publisher's connection, as the raw side does.
+    // Warm the publisher's connection, as the raw side does, and a few pool connections.
+    await Promise.all(Array.from({ length: 6 }, () => sql`select 1`.execute(database.db)));
     await publisher.publish([toCloudEvent({ id: "0", event_id: randomUUID(), video_id: randomUUID(), sequence: "1", type: VideoUpdatedSchema.typeName, payload: payload(randomUUID(), 0), create_time: new Date() }, "json")]);
     const w = workload();
     const now = new Date();
@@ -158,6 +184,10 @@ async function relayRun(databaseUrl: string, topicName: string, emulatorHost: st
        select gen_random_uuid(), v, s, $1, p, $2 from unnest($3::uuid[], $4::bigint[], $5::bytea[]) as u(v, s, p)`,
       [VideoUpdatedSchema.typeName, now, w.map((e) => e.videoId), w.map((e) => e.sequence), w.map((e) => Buffer.from(e.payload))],
     );
+    // Planner statistics, as autovacuum keeps them in a running service (a
+    // bulk-loaded table without them gets poor plans for the first claims).
+    await pool.query("analyze outbox");
+    const cpu = process.cpuUsage();
     const t0 = Date.now();
     relay.start();
     for (;;) {
@@ -166,11 +196,17 @@ async function relayRun(databaseUrl: string, topicName: string, emulatorHost: st
       if (Date.now() - t0 > 300_000) throw new Error("the relay did not drain the backlog within 300 s");
       await sleep(50);
     }
+    // Includes up to one 50 ms poll interval of idle waiting: a slight overestimate of the relay's CPU.
+    const cpuUsPerEvent = cpuSince(cpu);
     const { rows } = await pool.query("select (extract(epoch from max(publish_time)) * 1000)::float8 as last from outbox");
     const ms = rows[0].last - t0;
-    // Leave the table as it was for the next round.
+    // Leave the table as it was for the next round, vacuumed now rather than
+    // by autovacuum during the next measured run (raw or relay).
     await pool.query("delete from outbox");
-    return (EVENTS / ms) * 1000;
+    await pool.query("vacuum outbox");
+    // Its WAL written out now, not by the checkpointer during the next run (needs a superuser or pg_checkpoint; best effort).
+    await pool.query("checkpoint").catch(() => {});
+    return { eventsPerSecond: (EVENTS / ms) * 1000, cpuUsPerEvent };
   } finally {
     await relay.stop();
     await publisher.close();
@@ -255,6 +291,8 @@ async function lagRun(databaseUrl: string, topicName: string, emulatorHost: stri
 export interface RelayBenchResult {
   rawEventsPerSecond: number[];
   relayEventsPerSecond: number[];
+  rawCpuUsPerEvent: number[];
+  relayCpuUsPerEvent: number[];
   /** Median over rounds of relay ÷ raw. */
   ratio: number;
   lag: LagResult;
@@ -309,25 +347,48 @@ async function measure(): Promise<RelayBenchResult> {
     await lagTopic.delete().catch(() => {});
   });
 
-  // Warm-up (the emulator's JIT, both clients' connections), not counted.
-  await rawRun(client, topicName);
-  await relayRun(databaseUrl, topicName, host);
-  log("warmed up");
-  const raw: number[] = [];
-  const relay: number[] = [];
-  for (let r = 0; r < ROUNDS; r++) {
-    raw.push(await rawRun(client, topicName));
-    log(`round ${r + 1}: raw SDK ${raw[r].toFixed(0)} events/s`);
-    relay.push(await relayRun(databaseUrl, topicName, host));
-    log(`round ${r + 1}: relay   ${relay[r].toFixed(0)} events/s`);
+  // Warm-up (the emulator's and this process's JIT, both clients'
+  // connections), not counted: two pairs, as the first measured raw run after
+  // a single pair still ran at about half speed.
+  for (let i = 0; i < 2; i++) {
+    await rawRun(client, topicName);
+    await relayRun(databaseUrl, topicName, host);
   }
-  const ratio = median(relay.map((x, i) => x / raw[i]));
+  log("warmed up");
+  const raw: Run[] = [];
+  const relay: Run[] = [];
+  // Each measured run starts from a quiet machine: what the previous run left
+  // behind (the emulator's and PostgreSQL's background work, this process's
+  // garbage) slowed whichever side came next by up to half.
+  const settle = () => sleep(SETTLE_MS);
+  const runRaw = async (r: number) => {
+    await settle();
+    raw.push(await rawRun(client, topicName));
+    log(`round ${r + 1}: raw SDK ${raw[r].eventsPerSecond.toFixed(0)} events/s, ${raw[r].cpuUsPerEvent.toFixed(1)} cpu µs/event`);
+  };
+  const runRelay = async (r: number) => {
+    await settle();
+    relay.push(await relayRun(databaseUrl, topicName, host));
+    log(`round ${r + 1}: relay   ${relay[r].eventsPerSecond.toFixed(0)} events/s, ${relay[r].cpuUsPerEvent.toFixed(1)} cpu µs/event`);
+  };
+  for (let r = 0; r < ROUNDS; r++) {
+    if (r % 2 === 0) {
+      await runRaw(r);
+      await runRelay(r);
+    } else {
+      await runRelay(r);
+      await runRaw(r);
+    }
+  }
+  const ratio = median(relay.map((x, i) => x.eventsPerSecond / raw[i].eventsPerSecond));
 
   log(`lag run: ${RATE} writes/s for ${LAG_MS / 1000} s`);
   const lag = await lagRun(databaseUrl, lagTopicName, host);
   return {
-    rawEventsPerSecond: raw,
-    relayEventsPerSecond: relay,
+    rawEventsPerSecond: raw.map((x) => x.eventsPerSecond),
+    relayEventsPerSecond: relay.map((x) => x.eventsPerSecond),
+    rawCpuUsPerEvent: raw.map((x) => x.cpuUsPerEvent),
+    relayCpuUsPerEvent: relay.map((x) => x.cpuUsPerEvent),
     ratio,
     lag,
     pass: { throughput: ratio >= TARGET_RATIO, lag: lag.p99 < TARGET_P99_MS },
@@ -339,10 +400,12 @@ export function summary(r: RelayBenchResult): string {
   const mark = (ok: boolean) => (ok ? "PASS" : "MISS");
   const ratios = r.relayEventsPerSecond.map((x, i) => x / r.rawEventsPerSecond[i]);
   return [
-    `Relay benchmark: ${EVENTS} events over ${KEYS} ordering keys per run (interleaved), ${r.rawEventsPerSecond.length} rounds alternated raw/relay after a warm-up,` +
+    `Relay benchmark: ${EVENTS} events over ${KEYS} ordering keys per run (interleaved), ${r.rawEventsPerSecond.length} rounds (raw, relay; relay, raw; …) after two warm-up pairs,` +
       ` RELAY_BATCH_SIZE ${loadConfig({ RELAY_BATCH_SIZE: env.BENCH_RELAY_BATCH_SIZE }).events.relayBatchSize}, one emulator, node ${process.version}`,
-    `  throughput  raw @google-cloud/pubsub  median ${f0(median(r.rawEventsPerSecond))} events/s   [${r.rawEventsPerSecond.map(f0).join(", ")}]`,
-    `              outbox relay              median ${f0(median(r.relayEventsPerSecond))} events/s   [${r.relayEventsPerSecond.map(f0).join(", ")}]`,
+    `  throughput  raw @google-cloud/pubsub  median ${f0(median(r.rawEventsPerSecond))} events/s   [${r.rawEventsPerSecond.map(f0).join(", ")}]` +
+      `   cpu µs/event ${f0(median(r.rawCpuUsPerEvent))}`,
+    `              outbox relay              median ${f0(median(r.relayEventsPerSecond))} events/s   [${r.relayEventsPerSecond.map(f0).join(", ")}]` +
+      `   cpu µs/event ${f0(median(r.relayCpuUsPerEvent))}`,
     `              relay / raw               median ${r.ratio.toFixed(2)}  [${ratios.map((x) => x.toFixed(2)).join(", ")}]   target ≥ ${TARGET_RATIO}   ${mark(r.pass.throughput)}`,
     `  lag         ${r.lag.writes} writes at ${f0(r.lag.achievedRate)}/s (${r.lag.writeErrors} failed), commit → published and marked:`,
     `              p50 ${r.lag.p50.toFixed(1)} ms   p99 ${r.lag.p99.toFixed(1)} ms   max ${r.lag.max.toFixed(1)} ms   target p99 < ${TARGET_P99_MS} ms   ${mark(r.pass.lag)}`,

@@ -13,6 +13,10 @@
 //                server peak RSS growth ≤ 64 MiB. Uses TEST_S3_ENDPOINT, else
 //                starts a private moto_server; skipped, saying why, when
 //                there is neither
+//   relay        outbox relay vs raw @google-cloud/pubsub publishing, and
+//                commit-to-publish lag (relay.ts; its own BENCH_RELAY_*
+//                variables; needs gcloud's Pub/Sub emulator or
+//                BENCH_PUBSUB_EMULATOR_HOST). Runs after the table.
 //
 // The servers run in child processes on BENCH_NODE (default: this node); the
 // load generator (load.ts) runs here, closed loop at fixed concurrency, warm-up
@@ -23,7 +27,7 @@
 //                        (default DATABASE_URL, TEST_DATABASE_URL, then
 //                        postgres://postgres:postgres@127.0.0.1:5432/postgres)
 //   BENCH_NODE           node binary for the server processes
-//   BENCH_CASES          comma list of rest,connect,grpc,list,create,pglite,upload
+//   BENCH_CASES          comma list of rest,connect,grpc,list,create,pglite,upload,relay
 //   BENCH_CONCURRENCY    requests in flight (32)
 //   BENCH_DURATION_MS    measured window per run (3000); BENCH_WARM_MS (1000)
 //   BENCH_ROUNDS         A B pairs per case (3)
@@ -49,6 +53,7 @@ import { v7 as uuidv7 } from "uuid";
 import { GetVideoRequestSchema, VideoService } from "../../gen/video/v1/video_service_pb.js";
 import { openPostgres } from "../../server/db/database.js";
 import { migrate } from "../../server/db/migrate.js";
+import { cleanup as relayCleanup, relayBench, summary as relaySummary } from "./relay.js";
 import { grpcFrame, h1Bytes, h2HeaderBlock, pool, runH1, runH2, type Completion, type RunOptions, type RunResult } from "./load.js";
 import { freePort, repoRoot, spawnNode, stopAll, waitReady, type Proc } from "./procs.js";
 import { summary as uploadSummary, uploadBench, uploadSkipReason, type UploadBenchResult } from "./upload.js";
@@ -58,7 +63,8 @@ const num = (name: string, fallback: number) => (env[name] ? Number(env[name]) :
 
 const adminUrl = env.BENCH_DATABASE_URL || env.DATABASE_URL || env.TEST_DATABASE_URL || "postgres://postgres:postgres@127.0.0.1:5432/postgres";
 const serverNode = env.BENCH_NODE || process.execPath;
-const cases = new Set((env.BENCH_CASES || "rest,connect,grpc,list,create,pglite,upload").split(",").map((s) => s.trim()));
+const cases = new Set((env.BENCH_CASES || "rest,connect,grpc,list,create,pglite,upload,relay").split(",").map((s) => s.trim()));
+const servingCases = [...cases].filter((c) => c !== "relay");
 const concurrency = num("BENCH_CONCURRENCY", 32);
 const durationMs = num("BENCH_DURATION_MS", 3000);
 const warmMs = num("BENCH_WARM_MS", 1000);
@@ -544,18 +550,25 @@ async function cleanup() {
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
   process.once(sig, () => {
     log(`${sig}: cleaning up`);
-    void cleanup().finally(() => process.exit(130));
+    void Promise.all([cleanup(), relayCleanup()]).finally(() => process.exit(130));
   });
 }
 
 try {
   serverNodeVersion = await nodeVersion(serverNode);
-  const { rows, upload } = await main();
+  const { rows, upload } = servingCases.length > 0 ? await main() : { rows: [] as Row[], upload: undefined };
   await cleanup();
-  log(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
-  const missed =
+  let missed =
     rows.some((r) => r.target && (r.target.op === ">=" ? r.value < r.target.value : r.value > r.target.value)) ||
     (upload !== undefined && !(upload.pass.throughput && upload.pass.rss));
+  if (cases.has("relay")) {
+    // After the serving table, which stays printed if the relay case cannot run.
+    log("relay case (test/bench/relay.ts)");
+    const relay = await relayBench();
+    process.stdout.write("\n" + relaySummary(relay) + "\n\n");
+    missed ||= !(relay.pass.throughput && relay.pass.lag);
+  }
+  log(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
   process.exit(missed && env.BENCH_STRICT === "1" ? 1 : 0);
 } catch (e) {
   log(`failed: ${e instanceof Error ? e.stack : String(e)}`);

@@ -1,15 +1,21 @@
+import { randomUUID } from "node:crypto";
+import { create, toBinary } from "@bufbuild/protobuf";
 import pg from "pg";
-import t from "tap";
+import t, { type Test } from "tap";
+import { VideoUpdatedSchema } from "../../gen/video/v1/events_pb.js";
 import { openPostgres } from "../../server/db/database.js";
 import { migrate } from "../../server/db/migrate.js";
-import { LogPublisher } from "../../server/events/publishers.js";
+import type { CloudEvent } from "../../server/events/cloudevents.js";
+import { LogPublisher, type EventPublisher } from "../../server/events/publishers.js";
 import { OutboxRelay } from "../../server/events/relay.js";
 import { createLogger } from "../../server/logger.js";
 import { createMetrics } from "../../server/metrics.js";
 import { createTestDatabase, postgresSkipReason } from "../support/postgres.js";
-import { poll } from "../support/pubsub.js";
+import { poll, sleep } from "../support/pubsub.js";
 
-// The relay's own life cycle, in process, on real PostgreSQL.
+// The relay's own behaviour, in process, on real PostgreSQL: its life cycle,
+// and how it shares out the queue when one video fails or has a deep backlog
+// (a scripted publisher stands in for the bus).
 
 const skip = postgresSkipReason();
 
@@ -35,4 +41,98 @@ t.test("stop() right after start() closes the LISTEN connection (none is left ho
   await new Promise((r) => setTimeout(r, 500));
   await poll(async () => (await listeners()) === 0, 3000, "no LISTEN connection left").catch(() => {});
   t.equal(await listeners(), 0, "no LISTEN connection is left behind");
+});
+
+/** A bus that refuses the videos in `refused` (INVALID_ARGUMENT, as for a message it will never take) and records the rest. */
+class ScriptedBus implements EventPublisher {
+  readonly name = "scripted";
+  readonly refused = new Set<string>();
+  readonly sent: { video: string; sequence: number; at: number }[] = [];
+  calls = 0;
+  constructor(private readonly delayMs = 0) {}
+
+  async publish(events: CloudEvent[]) {
+    this.calls++;
+    if (this.delayMs > 0) await new Promise((r) => setTimeout(r, this.delayMs));
+    return events.map((e): PromiseSettledResult<unknown> => {
+      if (this.refused.has(e.orderingKey)) return { status: "rejected", reason: Object.assign(new Error("refused"), { code: 3 }) };
+      this.sent.push({ video: e.orderingKey, sequence: Number(e.attributes["ce-sequence"]), at: Date.now() });
+      return { status: "fulfilled", value: undefined };
+    });
+  }
+  async unreadyReason() {
+    return undefined;
+  }
+  async close() {}
+}
+
+async function relayOn(t: Test, bus: EventPublisher, batchSize: number) {
+  const url = await createTestDatabase(t);
+  const database = openPostgres({ url, poolMax: 8 });
+  t.teardown(() => database.close());
+  await migrate(database, { dir: new URL("../../migrations", import.meta.url).pathname });
+  const db = new pg.Pool({ connectionString: url, max: 2 });
+  t.teardown(() => db.end());
+  const logger = createLogger("error", true);
+  const relay = new OutboxRelay({ database, publisher: bus, logger, metrics: createMetrics() }, { batchSize, pollMs: 200, retentionMs: 86_400_000, format: "json", maxBackoffMs: 1000 });
+  relay.start();
+  t.teardown(() => relay.stop());
+  /** Commits `count` events of `video`, sequences from `from`. */
+  const append = async (video: string, count: number, from = 1) => {
+    const payload = Buffer.from(toBinary(VideoUpdatedSchema, create(VideoUpdatedSchema, { video: { id: video, title: "t" } })));
+    await db.query(
+      `insert into outbox (event_id, video_id, sequence, type, payload, create_time)
+       select gen_random_uuid(), $1, s, $2, $3, now() from generate_series($4::int, $5::int) as s`,
+      [video, VideoUpdatedSchema.typeName, payload, from, from + count - 1],
+    );
+  };
+  const row = async (video: string) =>
+    (await db.query("select count(*) filter (where publish_time is null)::int as pending, max(attempts)::int as attempts from outbox where video_id = $1", [video])).rows[0] as { pending: number; attempts: number };
+  return { relay, db, append, row };
+}
+
+const inOrder = (sent: { video: string; sequence: number }[], video: string) => sent.filter((s) => s.video === video).map((s) => s.sequence);
+
+t.test("a video whose publish keeps failing backs off alone: other videos flow past it, and it goes out in order once accepted", { skip }, async (t) => {
+  const bus = new ScriptedBus();
+  const bad = randomUUID();
+  bus.refused.add(bad);
+  const { append, row } = await relayOn(t, bus, 10);
+  await append(bad, 3);
+
+  // Fresh videos keep arriving behind it; each must go out promptly, not wait for the failing one's backoff.
+  const lags: number[] = [];
+  const start = Date.now();
+  while (Date.now() - start < 2500) {
+    const v = randomUUID();
+    const committed = Date.now();
+    await append(v, 2);
+    await poll(async () => inOrder(bus.sent, v).length === 2, 2000, `video ${v} published`);
+    lags.push(bus.sent.filter((s) => s.video === v)[1].at - committed);
+    await sleep(50);
+  }
+  lags.sort((a, b) => a - b);
+  t.ok(lags[lags.length - 1] < 500, `${lags.length} other videos published meanwhile, slowest ${lags[lags.length - 1]} ms after commit`);
+  const failing = await row(bad);
+  t.equal(failing.pending, 3, "the refused video's events stay pending");
+  t.ok(failing.attempts >= 2 && failing.attempts <= 12, `and are retried with backoff (${failing.attempts} attempts in 2.5 s)`);
+
+  bus.refused.delete(bad);
+  await poll(async () => (await row(bad)).pending === 0, 5000, "the refused video published once accepted");
+  t.same(inOrder(bus.sent, bad), [1, 2, 3], "in sequence order, each once");
+});
+
+t.test("a video with a deep backlog does not hold back videos committed after it", { skip }, async (t) => {
+  // A slow bus: each publish takes 30 ms, so draining the deep video takes many round trips.
+  const bus = new ScriptedBus(30);
+  const { append, row } = await relayOn(t, bus, 20);
+  const deep = randomUUID();
+  const other = randomUUID();
+  await append(deep, 400);
+  await append(other, 1);
+  await poll(async () => (await row(other)).pending === 0, 5000, "the other video published");
+  const deepSent = inOrder(bus.sent, deep).length;
+  t.ok(deepSent < 100, `the other video went out while the deep one was still draining (${deepSent} of 400 sent by then)`);
+  await poll(async () => (await row(deep)).pending === 0, 20_000, "the deep video drained");
+  t.same(inOrder(bus.sent, deep), Array.from({ length: 400 }, (_, i) => i + 1), "the deep video's events in order, each once");
 });

@@ -31,7 +31,7 @@ import {
 // Events on the real Pub/Sub emulator, published by the service as operators
 // run it (server/main.ts in a child process, real PostgreSQL): the CloudEvents
 // binding of CONTRACT.md §3, both data formats, the replay API, readiness
-// when the topic is missing, and poisoned outbox rows.
+// when the topic is missing or goes missing, and poisoned outbox rows.
 
 const skip = postgresSkipReason() || pubsubSkipReason();
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -294,6 +294,34 @@ t.test("a missing topic: /health/ready is 503 naming it, writes still succeed, e
   t.equal(later.status, 200);
   const id = (await db.query("select event_id::text from outbox where sequence = 2")).rows[0].event_id;
   await consumer.untilAll([id], 20_000, "the next event on the new topic");
+});
+
+t.test("a topic deleted while the service runs: the publish that finds it gone makes /health/ready 503; events wait for it", { skip }, async (t) => {
+  const client = emulatorClient();
+  t.teardown(() => client.close());
+  const { topic, subscription, name } = await createTopic(t, client);
+  const url = await createTestDatabase(t);
+  const db = await outbox(url, t);
+  const svc = await startService(t, { databaseUrl: url, topic: name });
+  await poll(async () => (await fetch(`${svc.baseUrl}/health/ready`)).status === 200, 10_000, "ready with the topic");
+
+  await subscription.delete();
+  await topic.delete();
+  const v = await svc.rest("POST", "/videos", { title: "after the topic went" });
+  t.equal(v.status, 200, "writes still succeed");
+  await poll(async () => (await fetch(`${svc.baseUrl}/health/ready`)).status === 503, 10_000, "not ready once a publish found the topic gone");
+  const body = (await (await fetch(`${svc.baseUrl}/health/ready`)).json()) as { reason: string };
+  t.match(body.reason, new RegExp(`topic .*${name}.* does not exist`), `the reason names the topic: ${body.reason}`);
+  t.equal((await db.query("select count(*)::int as n from outbox where publish_time is null")).rows[0].n, 1, "the event is pending");
+
+  const again = await createTopic(t, client, name);
+  const consumer = Consumer.start(t, again.subscription);
+  await poll(async () => (await fetch(`${svc.baseUrl}/health/ready`)).status === 200, 10_000, "ready again once the topic is back");
+  await poll(async () => (await db.query("select count(*)::int as n from outbox where publish_time is null")).rows[0].n === 0, 40_000, "the waiting event published");
+  const later = await svc.rest("PATCH", `/videos/${v.json.id}`, { title: "flows again" });
+  t.equal(later.status, 200);
+  const id = (await db.query("select event_id::text from outbox where video_id = $1 and sequence = 2", [v.json.id])).rows[0].event_id;
+  await consumer.untilAll([id], 20_000, "the next event on the recreated topic");
 });
 
 t.test("a poisoned outbox row is parked, logged and counted; other videos' events flow past it", { skip }, async (t) => {
