@@ -46,6 +46,8 @@ export interface OutboxTable {
   attempts: ColumnType<number, never, number>;
   last_error: ColumnType<string | null, never, string | null>;
   parked_time: ColumnType<Date | null, never, Date | string>;
+  trace_parent: ColumnType<string | null, string | null | undefined, never>;
+  trace_state: ColumnType<string | null, string | null | undefined, never>;
 }
 
 export interface VideoCreateRequestsTable {

@@ -14,7 +14,10 @@ const registry = createRegistry(file_video_v1_events);
 export type EventsFormat = "json" | "protobuf";
 
 /** An outbox row as the relay reads it. */
-export type StoredEvent = Pick<Selectable<OutboxTable>, "id" | "event_id" | "video_id" | "sequence" | "type" | "payload" | "create_time">;
+export type StoredEvent = Pick<
+  Selectable<OutboxTable>,
+  "id" | "event_id" | "video_id" | "sequence" | "type" | "payload" | "create_time" | "trace_parent" | "trace_state"
+>;
 
 export interface CloudEvent {
   attributes: Record<string, string>;
@@ -55,6 +58,9 @@ export function toCloudEvent(event: StoredEvent, format: EventsFormat): CloudEve
       "ce-time": new Date(event.create_time).toISOString(),
       "ce-sequence": String(event.sequence),
       "content-type": format === "json" ? "application/json" : "application/protobuf",
+      // CloudEvents distributed tracing extension: the trace of the write.
+      ...(event.trace_parent ? { "ce-traceparent": event.trace_parent } : {}),
+      ...(event.trace_parent && event.trace_state ? { "ce-tracestate": event.trace_state } : {}),
     },
     data,
     orderingKey: event.video_id,

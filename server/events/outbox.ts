@@ -1,4 +1,6 @@
 import { toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { context, defaultTextMapSetter } from "@opentelemetry/api";
+import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import type { Transaction } from "kysely";
 import { v7 as uuidv7 } from "uuid";
 import type { Database } from "../db/schema.js";
@@ -15,7 +17,12 @@ export interface NewEvent<Desc extends DescMessage> {
   time: Date;
 }
 
+const traceContext = new W3CTraceContextPropagator();
+
 export function appendEvent<Desc extends DescMessage>(trx: Transaction<Database>, event: NewEvent<Desc>) {
+  // The active span is the call's (when tracing is on); consumers continue its trace.
+  const carrier: { traceparent?: string; tracestate?: string } = {};
+  traceContext.inject(context.active(), carrier, defaultTextMapSetter);
   return trx
     .insertInto("outbox")
     .values({
@@ -25,6 +32,8 @@ export function appendEvent<Desc extends DescMessage>(trx: Transaction<Database>
       type: event.schema.typeName,
       payload: toBinary(event.schema, event.payload),
       create_time: event.time,
+      trace_parent: carrier.traceparent ?? null,
+      trace_state: carrier.tracestate ?? null,
     })
     .execute();
 }

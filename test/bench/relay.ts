@@ -147,7 +147,7 @@ async function rawRun(client: PubSub, topicName: string): Promise<Run> {
   const topic = client.topic(topicName, { messageOrdering: true, batching: { maxMessages: 500, maxMilliseconds: 5 }, gaxOpts: { timeout: 10_000, retry: null } });
   await topic.publishMessage({ data: Buffer.from("warm-up"), orderingKey: "warm-up" });
   const messages = workload().map((w, i) =>
-    toCloudEvent({ id: String(i), event_id: randomUUID(), video_id: w.videoId, sequence: String(w.sequence), type: VideoUpdatedSchema.typeName, payload: w.payload, create_time: new Date() }, "json"),
+    toCloudEvent({ id: String(i), event_id: randomUUID(), video_id: w.videoId, sequence: String(w.sequence), type: VideoUpdatedSchema.typeName, payload: w.payload, create_time: new Date(), trace_parent: null, trace_state: null }, "json"),
   );
   const cpu = process.cpuUsage();
   const t0 = performance.now();
@@ -175,7 +175,7 @@ async function relayRun(databaseUrl: string, topicName: string, emulatorHost: st
   try {
     // Warm the publisher's connection, as the raw side does, and a few pool connections.
     await Promise.all(Array.from({ length: 6 }, () => sql`select 1`.execute(database.db)));
-    await publisher.publish([toCloudEvent({ id: "0", event_id: randomUUID(), video_id: randomUUID(), sequence: "1", type: VideoUpdatedSchema.typeName, payload: payload(randomUUID(), 0), create_time: new Date() }, "json")]);
+    await publisher.publish([toCloudEvent({ id: "0", event_id: randomUUID(), video_id: randomUUID(), sequence: "1", type: VideoUpdatedSchema.typeName, payload: payload(randomUUID(), 0), create_time: new Date(), trace_parent: null, trace_state: null }, "json")]);
     const w = workload();
     const now = new Date();
     // Committed before the relay starts: the run measures draining a backlog.

@@ -98,7 +98,7 @@ const attr = (s: OtlpSpan, key: string) => {
 const SERVER = 2;
 const CLIENT = 3;
 
-t.test("continues the caller's trace: a server span per call, database spans under it, no bodies", async (t) => {
+t.test("continues the caller's trace: a server span per call, database spans under it, the event carries it, no bodies", async (t) => {
   const otlp = await collector(t);
   const svc = start(t, {
     OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
@@ -130,6 +130,11 @@ t.test("continues the caller's trace: a server span per call, database spans und
   }, 15_000);
   t.ok(db.every((s) => s.traceId === callerTrace), "database spans are in the caller's trace");
   t.ok(db.some((s) => /insert into "videos"/.test(attr(s, "db.query.text") ?? "")), "the INSERT is recorded with its parameterised SQL");
+
+  // The event of the write carries the trace (CloudEvents distributed tracing
+  // extension), so Transcoding and Catalog continue it; the log sink shows it.
+  const event = await waitFor(() => svc.lines().find((l) => l.channel === "events" && l.attributes?.["ce-subject"] === video.id), 15_000);
+  t.equal(event.attributes["ce-traceparent"], `00-${callerTrace}-${server.spanId}-01`, "ce-traceparent: the caller's trace, the call's span");
 
   const callLine = svc.lines().find((l) => l.message === "call" && l.route === "POST /videos");
   t.equal(callLine?.trace_id, callerTrace, "the log line carries the trace id");
