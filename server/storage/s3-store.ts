@@ -21,6 +21,7 @@ import { Upload } from "@aws-sdk/lib-storage";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
 import { Code, ConnectError } from "@connectrpc/connect";
+import type winston from "winston";
 import type { Metrics } from "../metrics.js";
 import type { MultipartUpload, ObjectInfo, ObjectStore, PresignedPut } from "./object-store.js";
 import { storageError } from "./storage-error.js";
@@ -70,7 +71,7 @@ class PerCallRetries {
 /** The retry middleware waits getRetryDelay() ms before the next attempt. */
 const retryToken = (retries: number, delayMs: number) => ({ getRetryCount: () => retries, getRetryDelay: () => delayMs });
 
-export function createS3Client(o: S3Options, metrics: Metrics): S3Client {
+export function createS3Client(o: S3Options, metrics: Metrics, logger: winston.Logger): S3Client {
   const agentOptions = { keepAlive: true, maxSockets: o.maxSockets };
   const client = new S3Client({
     region: o.region,
@@ -95,11 +96,17 @@ export function createS3Client(o: S3Options, metrics: Metrics): S3Client {
     requestChecksumCalculation: "WHEN_REQUIRED",
     responseChecksumValidation: "WHEN_REQUIRED",
   });
-  // One observation per operation (wrapping all retries).
+  // One observation per operation (wrapping all retries), and one warning
+  // line for an operation any attempt of which failed: which operation, how
+  // each attempt ended and after how long — what an operator needs to tell a
+  // slow store from a dead one or a refused request.
+  const failedAttempts = new WeakMap<object, string[]>();
   client.middlewareStack.add(
     (next, context) => async (args) => {
       const started = performance.now();
       const operation = context.commandName ?? "unknown";
+      const failures: string[] = [];
+      failedAttempts.set(context, failures);
       let outcome = "ok";
       let attempts = 1;
       try {
@@ -111,12 +118,31 @@ export function createS3Client(o: S3Options, metrics: Metrics): S3Client {
         attempts = (e as { $metadata?: { attempts?: number } }).$metadata?.attempts ?? 1;
         throw e;
       } finally {
+        const seconds = (performance.now() - started) / 1000;
         metrics.s3Requests.inc({ operation, outcome });
-        metrics.s3Duration.observe({ operation }, (performance.now() - started) / 1000);
+        metrics.s3Duration.observe({ operation }, seconds);
         if (attempts > 1) metrics.s3Retries.inc({ operation }, attempts - 1);
+        if (failures.length > 0) {
+          logger.warn("storage call had failed attempts", { operation, outcome, attempts, failures, duration_ms: Math.round(seconds * 1000) });
+        }
       }
     },
     { step: "initialize", name: "vmsMetrics" },
+  );
+  // Inside the retry middleware: sees every attempt.
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const started = performance.now();
+      try {
+        return await next(args);
+      } catch (e) {
+        const err = e as { name?: string; code?: string; $metadata?: { httpStatusCode?: number } };
+        const what = [err.name, err.code, err.$metadata?.httpStatusCode].filter(Boolean).join(" ");
+        failedAttempts.get(context)?.push(`${what || "error"} after ${Math.round(performance.now() - started)} ms`);
+        throw e;
+      }
+    },
+    { step: "finalizeRequest", priority: "low", name: "vmsAttempts" },
   );
   return client;
 }

@@ -555,7 +555,7 @@ try {
   log(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
   const missed =
     rows.some((r) => r.target && (r.target.op === ">=" ? r.value < r.target.value : r.value > r.target.value)) ||
-    (upload !== undefined && !(upload.pass.throughput && upload.pass.rss));
+    (upload !== undefined && !(upload.pass.throughput && upload.pass.rss && upload.pass.failures));
   process.exit(missed && env.BENCH_STRICT === "1" ? 1 : 0);
 } catch (e) {
   log(`failed: ${e instanceof Error ? e.stack : String(e)}`);
