@@ -248,6 +248,22 @@ export class S3Store implements ObjectStore {
     return out;
   }
 
+  async lastPartTime(key: string, uploadId: string): Promise<Date | undefined> {
+    let newest: Date | undefined;
+    let marker: string | undefined;
+    try {
+      do {
+        const page = await this.client.send(new ListPartsCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }));
+        for (const p of page.Parts ?? []) if (p.LastModified && (!newest || p.LastModified > newest)) newest = p.LastModified;
+        marker = page.IsTruncated ? page.NextPartNumberMarker : undefined;
+      } while (marker);
+    } catch (e) {
+      if ((e as { name?: string }).name === "NoSuchUpload") return undefined;
+      throw storageError(e);
+    }
+    return newest;
+  }
+
   async head(key: string): Promise<ObjectInfo | undefined> {
     try {
       const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key, ChecksumMode: "ENABLED" }));
