@@ -27,6 +27,8 @@ export interface Config {
           region: string;
           forcePathStyle: boolean;
           maxRetries: number;
+          /** How long a part upload or CompleteMultipartUpload may wait on a silent store (metadata calls: 10 s). */
+          transferTimeoutMs: number;
           /** Streamed uploads (UploadVideoContent): multipart part size and parts in flight per upload. */
           stream: { partSizeBytes: number; partsInFlight: number };
         }
@@ -170,6 +172,7 @@ function storage(env: Env, host: string, port: number, tls: boolean): Config["st
           region: env.S3_REGION?.trim() || "us-east-1",
           forcePathStyle: bool(env, "S3_FORCE_PATH_STYLE", false),
           maxRetries: int(env, "S3_MAX_RETRIES", 5, 0, 20),
+          transferTimeoutMs: duration(env, "S3_TRANSFER_TIMEOUT", 30 * UNITS.s),
           // A streamed upload holds about (parts in flight + 1) × part size in
           // memory: the parts being sent plus the one being filled. 2 × 8 MiB
           // keeps one upload near 24 MiB, and S3 (or an emulator) keeps up

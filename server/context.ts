@@ -44,7 +44,7 @@ export class AppContext {
     const metrics = createMetrics();
     const s3 = cfg.storage.s3;
     const store = s3
-      ? new S3Store(createS3Client({ ...s3, maxSockets: cfg.database.poolMax * 2 + 16 }, metrics), s3.bucket, s3.stream)
+      ? new S3Store(createS3Client({ ...s3, maxSockets: cfg.database.poolMax * 2 + 16 }, metrics, logger), s3.bucket, s3.stream)
       : await FsStore.open(cfg.dataDir, cfg.storage.publicBaseUrl);
     return new AppContext(cfg, database, logger, metrics, overrides.clock ?? (() => new Date()), publisher, store);
   }

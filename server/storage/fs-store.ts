@@ -331,6 +331,28 @@ export class FsStore implements ObjectStore {
     });
   }
 
+  async lastPartTime(key: string, uploadId: string): Promise<Date | undefined> {
+    return this.call(async () => {
+      this.objectFile(key);
+      const dir = this.uploadDir(uploadId);
+      let names: string[];
+      try {
+        await this.readManifest(dir, key);
+        names = await readdir(dir);
+      } catch (e) {
+        if ((e instanceof FsObjectError && e.code === "NoSuchUpload") || isMissing(e)) return undefined;
+        throw e;
+      }
+      let newest: Date | undefined;
+      for (const name of names) {
+        if (!/^\d+$/.test(name)) continue;
+        const mtime = await stat(path.join(dir, name)).then((s) => s.mtime, () => undefined);
+        if (mtime && (!newest || mtime > newest)) newest = mtime;
+      }
+      return newest;
+    });
+  }
+
   async head(key: string): Promise<ObjectInfo | undefined> {
     return this.call(async () => {
       const file = this.objectFile(key);

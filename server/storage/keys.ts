@@ -14,3 +14,14 @@ export const videoPrefix = (videoId: string) => `videos/${uuid(videoId)}/`;
 export const sourceKey = (videoId: string, uploadId: string) => `${videoPrefix(videoId)}source/${uuid(uploadId)}`;
 
 export const KEY_PATTERN = /^videos\/[0-9a-f-]{36}\/source\/[0-9a-f-]{36}$/;
+
+/**
+ * When the upload id in a source key was issued — upload ids are UUIDv7,
+ * which carry their creation time in milliseconds — or undefined for a key
+ * of any other shape.
+ */
+export function sourceKeyTime(key: string): Date | undefined {
+  const uploadId = key.slice(key.lastIndexOf("/") + 1);
+  if (!KEY_PATTERN.test(key) || uploadId[14] !== "7") return undefined;
+  return new Date(parseInt(uploadId.slice(0, 8) + uploadId.slice(9, 13), 16));
+}

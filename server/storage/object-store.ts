@@ -36,6 +36,8 @@ export interface ObjectStore {
   completeMultipartUpload(key: string, uploadId: string, expectedSizeBytes: number): Promise<void>;
   abortMultipartUpload(key: string, uploadId: string): Promise<void>;
   listMultipartUploads(prefix: string): Promise<MultipartUpload[]>;
+  /** When the newest part of a multipart upload landed; undefined while it has none (or the upload is gone). */
+  lastPartTime(key: string, uploadId: string): Promise<Date | undefined>;
   head(key: string): Promise<ObjectInfo | undefined>;
   /** Lower-case hex SHA-256 of the stored object, read back in full (streamed, not buffered). */
   sha256(key: string): Promise<string>;

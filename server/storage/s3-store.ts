@@ -6,6 +6,8 @@ import { pipeline } from "node:stream/promises";
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
+  type CompleteMultipartUploadCommandInput,
+  type CompleteMultipartUploadCommandOutput,
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
@@ -21,6 +23,7 @@ import { Upload } from "@aws-sdk/lib-storage";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
 import { Code, ConnectError } from "@connectrpc/connect";
+import type winston from "winston";
 import type { Metrics } from "../metrics.js";
 import type { MultipartUpload, ObjectInfo, ObjectStore, PresignedPut } from "./object-store.js";
 import { storageError } from "./storage-error.js";
@@ -31,6 +34,7 @@ export interface S3Options {
   endpoint: string | undefined;
   forcePathStyle: boolean;
   maxRetries: number;
+  transferTimeoutMs: number;
   // Pool of the shared keep-alive agent: enough for DB_POOL_MAX concurrent calls plus streams.
   maxSockets: number;
 }
@@ -45,6 +49,10 @@ const base64ToHex = (b64: string) => Buffer.from(b64, "base64").toString("hex");
  * one per successful call — that a few dozen failed calls of an outage use
  * up; after that nothing was retried until hundreds of calls had succeeded,
  * so S3_MAX_RETRIES silently stopped holding.
+ *
+ * No retry starts once a call has been trying for RETRY_WINDOW_MS: a store
+ * that accepts connections but never answers costs a metadata call about
+ * 3 × 10 s and a transfer one S3_TRANSFER_TIMEOUT, not (retries + 1) times it.
  */
 class PerCallRetries {
   constructor(
@@ -53,24 +61,42 @@ class PerCallRetries {
   ) {}
 
   async acquireInitialRetryToken(_scope: string) {
-    return retryToken(0, 0);
+    return retryToken(0, 0, performance.now());
   }
 
-  async refreshRetryTokenForRetry(token: { getRetryCount(): number }, error: { errorType: string }) {
+  async refreshRetryTokenForRetry(token: RetryToken, error: { errorType: string }) {
     const retries = token.getRetryCount();
-    if ((error.errorType !== "THROTTLING" && error.errorType !== "TRANSIENT") || retries >= this.maxRetries) {
+    const retryable = error.errorType === "THROTTLING" || error.errorType === "TRANSIENT";
+    if (!retryable || retries >= this.maxRetries || performance.now() - token.firstAttempt >= RETRY_WINDOW_MS) {
       throw new Error("No retry token available");
     }
-    return retryToken(retries + 1, this.backoffMs(retries + 1));
+    return retryToken(retries + 1, this.backoffMs(retries + 1), token.firstAttempt);
   }
 
   recordSuccess(_token: unknown) {}
 }
 
-/** The retry middleware waits getRetryDelay() ms before the next attempt. */
-const retryToken = (retries: number, delayMs: number) => ({ getRetryCount: () => retries, getRetryDelay: () => delayMs });
+const RETRY_WINDOW_MS = 20_000;
 
-export function createS3Client(o: S3Options, metrics: Metrics): S3Client {
+/** The retry middleware waits getRetryDelay() ms before the next attempt. */
+const retryToken = (retries: number, delayMs: number, firstAttempt: number) => ({ getRetryCount: () => retries, getRetryDelay: () => delayMs, firstAttempt });
+type RetryToken = ReturnType<typeof retryToken>;
+
+/**
+ * Timeouts. Every call gives up on a store that stays silent (sends and
+ * receives nothing) for transferTimeoutMs, and on a connection not made in
+ * 3 s. Metadata calls — everything but part uploads, PutObject and
+ * CompleteMultipartUpload — are answered at once by a healthy store, so they
+ * are also sent with METADATA_TIMEOUT: no answer 10 s after the request
+ * started, and the attempt fails. Transfers need the longer silence: the
+ * store answers a part only once it has taken it in, and a Complete once it
+ * has assembled the object; S3 keeps a slow Complete's connection alive with
+ * whitespace, S3-compatible stores (moto, which assembles the object in
+ * memory) do not.
+ */
+const METADATA_TIMEOUT = { requestTimeout: 10_000 };
+
+export function createS3Client(o: S3Options, metrics: Metrics, logger: winston.Logger): S3Client {
   const agentOptions = { keepAlive: true, maxSockets: o.maxSockets };
   const client = new S3Client({
     region: o.region,
@@ -83,10 +109,10 @@ export function createS3Client(o: S3Options, metrics: Metrics): S3Client {
     maxAttempts: o.maxRetries + 1,
     requestHandler: new NodeHttpHandler({
       connectionTimeout: 3_000,
-      // A connection that carries nothing for 10 s is given up (and the call
-      // retried). Not requestTimeout: since @smithy/node-http-handler 4 that
-      // bounds the whole call but only logs a warning when exceeded.
-      socketTimeout: 10_000,
+      socketTimeout: o.transferTimeoutMs,
+      // requestTimeout (the time until the answer's headers, set per call)
+      // only logs a warning when exceeded unless this is set.
+      throwOnRequestTimeout: true,
       httpAgent: new http.Agent(agentOptions),
       httpsAgent: new https.Agent(agentOptions),
     }),
@@ -95,11 +121,17 @@ export function createS3Client(o: S3Options, metrics: Metrics): S3Client {
     requestChecksumCalculation: "WHEN_REQUIRED",
     responseChecksumValidation: "WHEN_REQUIRED",
   });
-  // One observation per operation (wrapping all retries).
+  // One observation per operation (wrapping all retries), and one warning
+  // line for an operation any attempt of which failed: which operation, how
+  // each attempt ended and after how long — what an operator needs to tell a
+  // slow store from a dead one or a refused request.
+  const failedAttempts = new WeakMap<object, string[]>();
   client.middlewareStack.add(
     (next, context) => async (args) => {
       const started = performance.now();
       const operation = context.commandName ?? "unknown";
+      const failures: string[] = [];
+      failedAttempts.set(context, failures);
       let outcome = "ok";
       let attempts = 1;
       try {
@@ -111,14 +143,66 @@ export function createS3Client(o: S3Options, metrics: Metrics): S3Client {
         attempts = (e as { $metadata?: { attempts?: number } }).$metadata?.attempts ?? 1;
         throw e;
       } finally {
+        const seconds = (performance.now() - started) / 1000;
         metrics.s3Requests.inc({ operation, outcome });
-        metrics.s3Duration.observe({ operation }, (performance.now() - started) / 1000);
+        metrics.s3Duration.observe({ operation }, seconds);
         if (attempts > 1) metrics.s3Retries.inc({ operation }, attempts - 1);
+        if (failures.length > 0) {
+          logger.warn("storage call had failed attempts", { operation, outcome, attempts, failures, duration_ms: Math.round(seconds * 1000) });
+        }
       }
     },
-    { step: "initialize", name: "vmsMetrics" },
+    { step: "initialize", priority: "high", name: "vmsMetrics" },
+  );
+  // A CompleteMultipartUpload whose answer was lost (timed out, connection
+  // reset) may have succeeded; its retry then finds the upload gone and
+  // answers NoSuchUpload (AWS documents this). If the object is there with
+  // the ETag S3 gives an object completed from exactly these parts — MD5 of
+  // the parts' binary MD5s, "-" part count — the earlier attempt did it.
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      try {
+        return await next(args);
+      } catch (e) {
+        const err = e as { name?: string; $metadata?: { attempts?: number } };
+        if (context.commandName !== "CompleteMultipartUploadCommand" || err.name !== "NoSuchUpload" || (err.$metadata?.attempts ?? 1) < 2) throw e;
+        const input = args.input as CompleteMultipartUploadCommandInput;
+        const expected = multipartETag(input.MultipartUpload?.Parts ?? []);
+        const found = await client
+          .send(new HeadObjectCommand({ Bucket: input.Bucket, Key: input.Key }), METADATA_TIMEOUT)
+          .then((head) => head.ETag, () => undefined);
+        if (!expected || found !== expected) throw e;
+        logger.warn("CompleteMultipartUpload was retried and found the upload gone: an earlier attempt completed it", { key: input.Key, etag: found });
+        const output: CompleteMultipartUploadCommandOutput = { $metadata: err.$metadata ?? {}, Bucket: input.Bucket, Key: input.Key, ETag: found };
+        return { output } as Awaited<ReturnType<typeof next>>;
+      }
+    },
+    { step: "initialize", priority: "low", name: "vmsCompletedEarlier" },
+  );
+  // Inside the retry middleware: sees every attempt.
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const started = performance.now();
+      try {
+        return await next(args);
+      } catch (e) {
+        const err = e as { name?: string; code?: string; $metadata?: { httpStatusCode?: number } };
+        const what = [err.name, err.code, err.$metadata?.httpStatusCode].filter(Boolean).join(" ");
+        failedAttempts.get(context)?.push(`${what || "error"} after ${Math.round(performance.now() - started)} ms`);
+        throw e;
+      }
+    },
+    { step: "finalizeRequest", priority: "low", name: "vmsAttempts" },
   );
   return client;
+}
+
+/** The ETag S3 gives an object completed from these parts, or undefined when a part's ETag is not an MD5. */
+function multipartETag(parts: { ETag?: string }[]): string | undefined {
+  const md5s = parts.map((p) => (p.ETag ?? "").replace(/"/g, ""));
+  if (md5s.length === 0 || !md5s.every((m) => /^[0-9a-f]{32}$/i.test(m))) return undefined;
+  const digest = createHash("md5").update(Buffer.concat(md5s.map((m) => Buffer.from(m, "hex")))).digest("hex");
+  return `"${digest}-${parts.length}"`;
 }
 
 export interface StreamOptions {
@@ -163,7 +247,7 @@ export class S3Store implements ObjectStore {
   }
 
   async createMultipartUpload(key: string, contentType: string): Promise<string> {
-    const out = await this.call(() => this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ContentType: contentType })));
+    const out = await this.call(() => this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ContentType: contentType }), METADATA_TIMEOUT));
     return out.UploadId!;
   }
 
@@ -176,7 +260,7 @@ export class S3Store implements ObjectStore {
     let marker: string | undefined;
     do {
       const page = await this.call(() =>
-        this.client.send(new ListPartsCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker })),
+        this.client.send(new ListPartsCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }), METADATA_TIMEOUT),
       );
       parts.push(...(page.Parts ?? []));
       marker = page.IsTruncated ? page.NextPartNumberMarker : undefined;
@@ -200,7 +284,7 @@ export class S3Store implements ObjectStore {
 
   async abortMultipartUpload(key: string, uploadId: string): Promise<void> {
     try {
-      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }));
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }), METADATA_TIMEOUT);
     } catch (e) {
       if ((e as { name?: string }).name === "NoSuchUpload") return;
       throw storageError(e);
@@ -213,7 +297,7 @@ export class S3Store implements ObjectStore {
     let uploadIdMarker: string | undefined;
     do {
       const page = await this.call(() =>
-        this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker })),
+        this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }), METADATA_TIMEOUT),
       );
       for (const u of page.Uploads ?? []) out.push({ key: u.Key!, uploadId: u.UploadId!, initiated: u.Initiated ?? new Date(0) });
       keyMarker = page.IsTruncated ? page.NextKeyMarker : undefined;
@@ -222,9 +306,25 @@ export class S3Store implements ObjectStore {
     return out;
   }
 
+  async lastPartTime(key: string, uploadId: string): Promise<Date | undefined> {
+    let newest: Date | undefined;
+    let marker: string | undefined;
+    try {
+      do {
+        const page = await this.client.send(new ListPartsCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }), METADATA_TIMEOUT);
+        for (const p of page.Parts ?? []) if (p.LastModified && (!newest || p.LastModified > newest)) newest = p.LastModified;
+        marker = page.IsTruncated ? page.NextPartNumberMarker : undefined;
+      } while (marker);
+    } catch (e) {
+      if ((e as { name?: string }).name === "NoSuchUpload") return undefined;
+      throw storageError(e);
+    }
+    return newest;
+  }
+
   async head(key: string): Promise<ObjectInfo | undefined> {
     try {
-      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key, ChecksumMode: "ENABLED" }));
+      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key, ChecksumMode: "ENABLED" }), METADATA_TIMEOUT);
       return {
         sizeBytes: Number(out.ContentLength ?? 0),
         contentType: out.ContentType,
@@ -279,7 +379,7 @@ export class S3Store implements ObjectStore {
 
   async sha256(key: string): Promise<string> {
     return this.call(async () => {
-      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), METADATA_TIMEOUT);
       const hash = createHash("sha256");
       for await (const chunk of out.Body as AsyncIterable<Uint8Array>) hash.update(chunk);
       return hash.digest("hex");
@@ -287,7 +387,7 @@ export class S3Store implements ObjectStore {
   }
 
   async delete(key: string): Promise<void> {
-    await this.call(() => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })));
+    await this.call(() => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), METADATA_TIMEOUT));
   }
 }
 

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
-import type { ObjectStore } from "../storage/object-store.js";
+import { sourceKeyTime } from "../storage/keys.js";
 import { queueDeletion } from "./finish.js";
 import { uploadColumns } from "./repository.js";
 import { completeSession } from "./complete.js";
@@ -11,7 +11,8 @@ import type { AppContext } from "../context.js";
 //   claiming rows with SKIP LOCKED and retrying with backoff until done;
 // - the reconciler (one leader at a time, by a lease row) completes open
 //   sessions whose object landed without a CompleteUpload call, aborts
-//   expired ones, and aborts orphaned multipart uploads in the store.
+//   expired ones, and aborts orphaned (idle, unowned) multipart uploads in
+//   the store.
 
 const ORPHAN_AGE_MS = 60 * 60_000;
 
@@ -117,13 +118,20 @@ export async function reconcileUploads(ctx: AppContext, holder: string): Promise
       ctx.logger.info("expired upload aborted", { video_id: s.video_id, upload_id: s.id });
     }
   }
-  // Multipart uploads in the store that no open session owns (e.g. a
-  // CreateUpload whose row was never written).
+  // Multipart uploads in the store that no open session owns and that have
+  // shown no sign of life for an hour: a CreateUpload whose row was never
+  // written, a stream whose process died or lost the store. A streamed upload
+  // in progress has no session row either, so being unowned is not enough: it
+  // is alive while parts keep landing, however long it runs. Signs of life:
+  // the store's Initiated, the time the key's upload id was issued, and the
+  // newest part (moto reports every upload as initiated on 2010-11-10).
   let orphans = 0;
+  const idle = (t: Date | undefined) => !t || now.getTime() - t.getTime() >= ORPHAN_AGE_MS;
   for (const u of await ctx.store.listMultipartUploads("videos/")) {
-    if (now.getTime() - u.initiated.getTime() < ORPHAN_AGE_MS) continue;
+    if (!idle(u.initiated) || !idle(sourceKeyTime(u.key))) continue;
     const owner = await ctx.db.selectFrom("uploads").select("id").where("store_upload_id", "=", u.uploadId).where("state", "=", "open").executeTakeFirst();
     if (owner) continue;
+    if (!idle(await ctx.store.lastPartTime(u.key, u.uploadId))) continue;
     await ctx.store.abortMultipartUpload(u.key, u.uploadId);
     orphans++;
   }

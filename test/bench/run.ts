@@ -560,7 +560,7 @@ try {
   await cleanup();
   let missed =
     rows.some((r) => r.target && (r.target.op === ">=" ? r.value < r.target.value : r.value > r.target.value)) ||
-    (upload !== undefined && !(upload.pass.throughput && upload.pass.rss));
+    (upload !== undefined && !(upload.pass.throughput && upload.pass.rss && upload.pass.failures));
   if (cases.has("relay")) {
     // After the serving table, which stays printed if the relay case cannot run.
     log("relay case (test/bench/relay.ts)");

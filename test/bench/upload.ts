@@ -80,14 +80,18 @@ export interface UploadBenchResult {
   /** How the peak was read: VmHWM (reset before each run) and samples, or samples alone. */
   rssMethod: string;
   direct: Run[];
-  service: (Run & { rssBeforeMiB: number; rssPeakMiB: number; serverCpuS: number })[];
+  service: (Run & { rssBeforeMiB: number; rssPeakMiB: number; serverCpuS: number; storageRetries: number })[];
   /** Per round: service MiB/s ÷ direct MiB/s. */
   ratios: number[];
   /** Median of ratios. */
   ratio: number;
   /** Largest peak RSS growth over the service runs. */
   rssGrowthMiB: number;
-  pass: { throughput: boolean; rss: boolean };
+  /** Service uploads that did not succeed ("round 2: 503 …"); their rounds have no ratio. */
+  failures: string[];
+  /** The server's storage metrics over the service runs: retries and failed calls by operation. */
+  storage: { retries: Record<string, number>; failed: Record<string, number> };
+  pass: { throughput: boolean; rss: boolean; failures: boolean };
 }
 
 /** The benchmark's bytes: a random MiB repeated, each copy stamped with its index; the same every time it is read. */
@@ -177,6 +181,22 @@ function putContent(baseUrl: string, id: string, sizeMiB: number, block: Buffer)
     body(sizeMiB, block).pipe(req);
   });
 }
+
+/** The server's storage_retries_total and failed storage_requests_total, by operation. */
+async function storageCounters(baseUrl: string) {
+  const text = await (await fetch(`${baseUrl}/metrics`)).text();
+  const retries: Record<string, number> = {};
+  const failed: Record<string, number> = {};
+  for (const line of text.split("\n")) {
+    const r = /^storage_retries_total\{operation="(\w+)"\} (\d+)/.exec(line);
+    if (r) retries[r[1]] = Number(r[2]);
+    const f = /^storage_requests_total\{operation="(\w+)",outcome="(\w+)"\} (\d+)/.exec(line);
+    if (f && f[2] !== "ok") failed[`${f[1]} ${f[2]}`] = Number(f[3]);
+  }
+  return { retries, failed };
+}
+
+const sum = (o: Record<string, number>) => Object.values(o).reduce((a, b) => a + b, 0);
 
 /** Why the upload benchmark cannot run here (no S3 endpoint given and no moto_server to start), or undefined. */
 export function uploadSkipReason(s3Endpoint: string | undefined): string | undefined {
@@ -303,8 +323,11 @@ export async function uploadBench(o: UploadBenchOptions): Promise<UploadBenchRes
       ratios: [],
       ratio: 0,
       rssGrowthMiB: 0,
-      pass: { throughput: false, rss: false },
+      failures: [],
+      storage: { retries: {}, failed: {} },
+      pass: { throughput: false, rss: false, failures: false },
     };
+    const storageBefore = await storageCounters(baseUrl);
     for (let round = 0; round < o.rounds; round++) {
       {
         const key = `direct-${round}`;
@@ -317,24 +340,38 @@ export async function uploadBench(o: UploadBenchOptions): Promise<UploadBenchRes
         const id = await newVideo();
         const rssBeforeMiB = await idleRssMiB(pid);
         const cpuBefore = server.cpuMs();
+        const retriesBefore = sum((await storageCounters(baseUrl)).retries);
         const sampler = rssSampler(pid);
         const { value: res, run } = await measured(() => putContent(baseUrl, id, o.sizeMiB, block));
         const rssPeakMiB = sampler.stop();
-        if (res.status !== 200) throw new Error(`PUT /videos/{id}/content: ${res.status} ${res.body.slice(0, 300)}`);
-        const video = JSON.parse(res.body);
+        const serverCpuS = (server.cpuMs() - cpuBefore) / 1000;
+        const storageRetries = sum((await storageCounters(baseUrl)).retries) - retriesBefore;
+        const video = res.status === 200 ? JSON.parse(res.body) : undefined;
+        if (!video) {
+          result.failures.push(`round ${round + 1}: ${res.status} ${res.body.slice(0, 300)}`);
+          report(`PUT /videos/{id}/content`, run, `FAILED ${res.status} ${res.body.slice(0, 200)}, storage retries ${storageRetries}`);
+          continue;
+        }
         if (video.source?.sizeBytes !== String(o.sizeMiB * MiB) || video.source?.checksumSha256 !== expected) {
           throw new Error(`the service stored something else: ${JSON.stringify(video.source)}`);
         }
-        const serverCpuS = (server.cpuMs() - cpuBefore) / 1000;
-        result.service.push({ ...run, rssBeforeMiB, rssPeakMiB, serverCpuS });
-        report(`PUT /videos/{id}/content`, run, `server CPU ${serverCpuS.toFixed(1)} s, RSS ${rssBeforeMiB.toFixed(0)} → peak ${rssPeakMiB.toFixed(0)} MiB (+${(rssPeakMiB - rssBeforeMiB).toFixed(1)})`);
+        result.service.push({ ...run, rssBeforeMiB, rssPeakMiB, serverCpuS, storageRetries });
+        report(
+          `PUT /videos/{id}/content`,
+          run,
+          `server CPU ${serverCpuS.toFixed(1)} s, RSS ${rssBeforeMiB.toFixed(0)} → peak ${rssPeakMiB.toFixed(0)} MiB (+${(rssPeakMiB - rssBeforeMiB).toFixed(1)}), storage retries ${storageRetries}`,
+        );
         await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: video.source.objectKey }));
       }
-      result.ratios.push(result.service[round].mibPerS / result.direct[round].mibPerS);
+      result.ratios.push(result.service.at(-1)!.mibPerS / result.direct[round].mibPerS);
     }
-    result.ratio = median(result.ratios);
-    result.rssGrowthMiB = Math.max(...result.service.map((s) => s.rssPeakMiB - s.rssBeforeMiB));
-    result.pass = { throughput: result.ratio >= THROUGHPUT_TARGET, rss: result.rssGrowthMiB <= RSS_TARGET_MIB };
+    result.ratio = result.ratios.length ? median(result.ratios) : 0;
+    result.rssGrowthMiB = Math.max(0, ...result.service.map((s) => s.rssPeakMiB - s.rssBeforeMiB));
+    const storageAfter = await storageCounters(baseUrl);
+    const delta = (after: Record<string, number>, before: Record<string, number>) =>
+      Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]).filter(([, v]) => v !== 0));
+    result.storage = { retries: delta(storageAfter.retries, storageBefore.retries), failed: delta(storageAfter.failed, storageBefore.failed) };
+    result.pass = { throughput: result.ratio >= THROUGHPUT_TARGET, rss: result.rssGrowthMiB <= RSS_TARGET_MIB, failures: result.failures.length === 0 };
     await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: "warm-up" }));
     return result;
   } finally {
@@ -371,6 +408,8 @@ export function summary(r: UploadBenchResult): string {
     `upload  ${r.sizeMiB} MiB, parts of ${r.partSizeMiB} MiB, ${r.partsInFlight} in flight, ${r.ratios.length} rounds D S D S …`,
     `upload  direct MiB/s [${f1(r.direct.map((x) => x.mibPerS))}]  service MiB/s [${f1(r.service.map((x) => x.mibPerS))}]`,
     `upload  throughput service/direct: median ${r.ratio.toFixed(2)} of [${r.ratios.map((x) => x.toFixed(2)).join(", ")}] (target ≥ ${THROUGHPUT_TARGET}) ${mark(r.pass.throughput)}`,
+    `upload  failed service uploads: ${r.failures.length} of ${r.direct.length}${r.failures.map((f) => `\n          ${f}`).join("")} ${mark(r.pass.failures)}`,
+    `upload  server storage retries ${JSON.stringify(r.storage.retries)}, failed storage calls ${JSON.stringify(r.storage.failed)}`,
     `upload  server peak RSS growth: max ${r.rssGrowthMiB.toFixed(1)} MiB of [${f1(r.service.map((s) => s.rssPeakMiB - s.rssBeforeMiB))}] (target ≤ ${RSS_TARGET_MIB} MiB) ${mark(r.pass.rss)}; ${r.rssMethod}`,
   ].join("\n");
 }
@@ -389,6 +428,6 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
     profileDir: env.BENCH_PROFILE || undefined,
   });
   process.stdout.write(summary(r) + "\n" + JSON.stringify(r) + "\n");
-  process.exit(env.BENCH_STRICT === "1" && !(r.pass.throughput && r.pass.rss) ? 1 : 0);
+  process.exit(env.BENCH_STRICT === "1" && !(r.pass.throughput && r.pass.rss && r.pass.failures) ? 1 : 0);
 }
 

@@ -248,6 +248,69 @@ t.test("object storage faults (S3 emulator behind fault proxies)", { skip: s3Ski
     proxy.clear();
   });
 
+  t.test("a CompleteMultipartUpload answered too late: its retry finds the upload gone, the object is checked, the upload completes once", async (t) => {
+    // The store completes the upload but its answer is held past
+    // S3_TRANSFER_TIMEOUT; the SDK retries, and the retry answers
+    // NoSuchUpload. The object is there with the ETag of exactly those parts:
+    // success, once — for a stream (lib-storage's Complete) and for
+    // CompleteUpload of a presigned multipart session.
+    const { h, proxy } = await startFaulty(t, bucket, { S3_TRANSFER_TIMEOUT: "2s" });
+    // moto answers a repeated Complete with 200; S3 answers NoSuchUpload.
+    const lateComplete = async <T>(call: () => Promise<T>) => {
+      const mark = proxy.requests.length;
+      proxy.inject({ kind: "delay", ops: ["CompleteMultipartUpload"], times: 1, delayMs: 4_000 });
+      const result = call();
+      await eventually(async () => proxy.count("CompleteMultipartUpload", mark) === 1, "the first Complete");
+      proxy.inject({ kind: "nosuchupload", ops: ["CompleteMultipartUpload"], times: 1 });
+      const value = await result;
+      await eventually(async () => proxy.requests.slice(mark).filter((r) => r.op === "CompleteMultipartUpload" && r.status).length === 2, "both Completes to be answered");
+      t.same(
+        proxy.requests.slice(mark).filter((r) => r.op === "CompleteMultipartUpload").map((r) => [r.fault, r.status]),
+        [["delay", 200], ["nosuchupload", 404]],
+        "the first Complete completed the upload but its answer came too late; the retry got NoSuchUpload",
+      );
+      return value;
+    };
+
+    const streamed = await h.newVideo();
+    const data = bytes(20 * MiB);
+    const put = await lateComplete(() => h.s.clients.rest("PUT", `/videos/${streamed.id}/content`, { body: data, headers: { "content-type": "video/mp4" } }));
+    t.equal(put.status, 200, `the stream succeeds (${put.text.slice(0, 200)})`);
+    const source = (put.json as { source?: { objectKey?: string; checksumSha256?: string } }).source;
+    t.equal(source?.checksumSha256, sha256(data));
+    t.equal(await bucket.size(source!.objectKey!), data.length, "the object is whole");
+    t.equal(await h.outbox(streamed.id), 1, "one VideoUploaded");
+
+    const presigned = await h.newVideo();
+    const big = bytes(11 * MiB);
+    const mp = await h.s.clients.connect.createUpload({ id: presigned.id, contentType: "video/mp4", sizeBytes: BigInt(big.length), checksumSha256: sha256(big) });
+    await putParts(mp, big);
+    const done = await lateComplete(() => h.s.clients.connect.completeUpload({ id: presigned.id, uploadId: mp.uploadId }));
+    t.equal(done.state, Video_State.UPLOADED, "CompleteUpload succeeds");
+    t.equal(await h.outbox(presigned.id), 1, "one VideoUploaded");
+    for (const v of [streamed, presigned]) t.same(await bucket.multipartUploads(prefixOf(v.id)), [], "no multipart upload is left open");
+    await expectLive(t, h, "after the late answers");
+  });
+
+  t.test("a store that accepts a Complete and never answers: UNAVAILABLE after S3_TRANSFER_TIMEOUT, not retried past the retry window", async (t) => {
+    const { h, proxy } = await startFaulty(t, bucket, { S3_TRANSFER_TIMEOUT: "3s", S3_MAX_RETRIES: "20" });
+    const v = await h.newVideo();
+    const big = bytes(11 * MiB);
+    const mp = await h.s.clients.connect.createUpload({ id: v.id, contentType: "video/mp4", sizeBytes: BigInt(big.length) });
+    await putParts(mp, big);
+    // Held before the store sees it: nothing is completed.
+    proxy.inject({ kind: "late", ops: ["CompleteMultipartUpload"], delayMs: 60_000 });
+    const mark = proxy.requests.length;
+    const started = performance.now();
+    await expectCode(t, h.s.clients.connect.completeUpload({ id: v.id, uploadId: mp.uploadId }), Code.Unavailable, undefined, "CompleteUpload");
+    const waited = performance.now() - started;
+    const tries = proxy.count("CompleteMultipartUpload", mark);
+    t.ok(waited < 30_000, `gave up after ${Math.round(waited)} ms (${tries} tries of 3 s; S3_MAX_RETRIES=20 would be over a minute)`);
+    t.ok(tries >= 2 && tries <= 8, `retried within the 20 s window only (${tries} tries)`);
+    proxy.clear();
+    t.equal((await h.s.clients.connect.completeUpload({ id: v.id, uploadId: mp.uploadId })).state, Video_State.UPLOADED, "and completes once the store answers");
+  });
+
   t.test("DeleteVideo while storage is down: the janitor retries until the objects are gone", async (t) => {
     const { h, proxy } = await startFaulty(t, bucket);
     const c = h.s.clients.connect;

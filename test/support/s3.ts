@@ -121,11 +121,13 @@ export interface Fault {
   times?: number;
   /**
    * slowdown: answer `503 SlowDown` (S3's throttling error) without asking the emulator;
+   * nosuchupload: answer `404 NoSuchUpload` without asking the emulator (what S3
+   *   answers a retried CompleteMultipartUpload whose first attempt succeeded);
    * delay: forward, but hold the answer back for delayMs;
    * late: hold the request back for delayMs, then forward it;
    * reset: read the request, then reset the connection without an answer.
    */
-  kind: "slowdown" | "delay" | "late" | "reset";
+  kind: "slowdown" | "nosuchupload" | "delay" | "late" | "reset";
   delayMs?: number;
 }
 
@@ -166,6 +168,9 @@ function withoutHopByHop(headers: http.IncomingHttpHeaders, ...more: string[]): 
 
 const SLOW_DOWN = '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message><RequestId>vms-test</RequestId></Error>';
 
+const NO_SUCH_UPLOAD =
+  '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchUpload</Code><Message>The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.</Message><RequestId>vms-test</RequestId></Error>';
+
 export async function startS3FaultProxy(t: { teardown(fn: () => unknown): void }, target = s3Endpoint!): Promise<S3FaultProxy> {
   const upstream = new URL(target);
   const agent = new http.Agent({ keepAlive: true });
@@ -186,12 +191,13 @@ export async function startS3FaultProxy(t: { teardown(fn: () => unknown): void }
       fault.left--;
       entry.fault = fault.kind;
     }
-    if (applied?.kind === "slowdown") {
+    if (applied?.kind === "slowdown" || applied?.kind === "nosuchupload") {
+      const [status, body] = applied.kind === "slowdown" ? [503, SLOW_DOWN] : [404, NO_SUCH_UPLOAD];
       req.resume();
       req.once("end", () => {
-        entry.status = 503;
-        res.writeHead(503, { "content-type": "application/xml", "content-length": Buffer.byteLength(SLOW_DOWN) });
-        res.end(SLOW_DOWN);
+        entry.status = status;
+        res.writeHead(status, { "content-type": "application/xml", "content-length": Buffer.byteLength(body) });
+        res.end(body);
       });
       return;
     }
