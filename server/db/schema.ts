@@ -40,6 +40,7 @@ export interface OutboxTable {
   sequence: ColumnType<string, number | string, number | string>;
   type: string;
   payload: Uint8Array;
+  payload_json: ColumnType<string | null, string | null | undefined, never>;
   create_time: Timestamp;
   publish_position: ColumnType<string | null, never, number | string>;
   publish_time: ColumnType<Date | null, never, Date | string>;

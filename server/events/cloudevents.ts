@@ -16,7 +16,7 @@ export type EventsFormat = "json" | "protobuf";
 /** An outbox row as the relay reads it. */
 export type StoredEvent = Pick<
   Selectable<OutboxTable>,
-  "id" | "event_id" | "video_id" | "sequence" | "type" | "payload" | "create_time" | "trace_parent" | "trace_state"
+  "id" | "event_id" | "video_id" | "sequence" | "type" | "payload" | "payload_json" | "create_time" | "trace_parent" | "trace_state"
 >;
 
 export interface CloudEvent {
@@ -43,11 +43,25 @@ export function decodePayload(event: Pick<StoredEvent, "type" | "payload">): Mes
   }
 }
 
+/** An event message as proto3 JSON, the `application/json` data of its CloudEvent. */
+export function encodeJson(desc: DescMessage, message: Message): string {
+  return toJsonString(desc, message, { registry });
+}
+
+/**
+ * The CloudEvent of a stored event. Its data in the configured format: the
+ * JSON encoded when the event was written, if it was; otherwise encoded here
+ * from the binary payload (events written before payload_json existed or by
+ * other means), which is also checked to decode.
+ */
 export function toCloudEvent(event: StoredEvent, format: EventsFormat): CloudEvent {
   const desc = eventSchema(event.type);
-  const message = decodePayload(event);
-  const data =
-    format === "json" ? Buffer.from(toJsonString(desc, message, { registry })) : Buffer.from(event.payload);
+  let data: Buffer;
+  if (format === "json") data = Buffer.from(event.payload_json ?? encodeJson(desc, decodePayload(event)));
+  else {
+    decodePayload(event);
+    data = Buffer.from(event.payload);
+  }
   return {
     attributes: {
       "ce-specversion": "1.0",

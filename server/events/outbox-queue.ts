@@ -79,10 +79,10 @@ export async function claim(trx: Transaction<Database>, plan: Share[]): Promise<
       from unnest(${plan.map((p) => p.videoId)}::uuid[], ${plan.map((p) => p.take)}::int[]) with ordinality as p(video_id, take, n)
       where pg_try_advisory_xact_lock(${VIDEO_LOCK_NAMESPACE}, hashtext(video_id::text))
     )
-    select e.id, e.event_id, e.video_id, e.sequence, e.type, e.payload, e.create_time, e.trace_parent, e.trace_state
+    select e.id, e.event_id, e.video_id, e.sequence, e.type, e.payload, e.payload_json, e.create_time, e.trace_parent, e.trace_state
     from locked l
     cross join lateral (
-      select id, event_id::text, video_id::text, sequence, type, payload, create_time, trace_parent, trace_state
+      select id, event_id::text, video_id::text, sequence, type, payload, payload_json, create_time, trace_parent, trace_state
       from outbox o
       where o.video_id = l.video_id and o.publish_time is null and o.parked_time is null
       order by o.sequence

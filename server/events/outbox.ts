@@ -4,6 +4,7 @@ import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import type { Transaction } from "kysely";
 import { v7 as uuidv7 } from "uuid";
 import type { Database } from "../db/schema.js";
+import { encodeJson } from "./cloudevents.js";
 
 // Events are written here, in the transaction of the change they describe —
 // never published from a request handler. The relay publishes what committed.
@@ -31,6 +32,11 @@ export function appendEvent<Desc extends DescMessage>(trx: Transaction<Database>
       sequence: event.sequence,
       type: event.schema.typeName,
       payload: toBinary(event.schema, event.payload),
+      // Encoded now, once, rather than by the relay per publish (V6). Always,
+      // whatever EVENTS_FORMAT says: the format may change between this write
+      // and the publish (a config change, a rolling deploy), and the binary
+      // encoding is the payload itself.
+      payload_json: encodeJson(event.schema, event.payload),
       create_time: event.time,
       trace_parent: carrier.traceparent ?? null,
       trace_state: carrier.tracestate ?? null,

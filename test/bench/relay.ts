@@ -5,7 +5,8 @@
 //               publish, mark; RELAY_BATCH_SIZE default) vs the same N
 //               messages (same data, attributes, ordering keys, client
 //               settings) published straight from the SDK, built before its
-//               clock starts (the relay's encoding is part of its cost).
+//               clock starts. The outbox rows carry the JSON appendEvent
+//               stores at write time, as the service writes them.
 //               Both sides start warm (the SDK's channel, the relay's
 //               publisher and database pool) and the order alternates by
 //               round (raw first, then relay first, …) so drift on a shared
@@ -50,7 +51,7 @@ import { Video_State as State, Video_Visibility as Visibility } from "../../gen/
 import { loadConfig } from "../../server/config.js";
 import { openPostgres } from "../../server/db/database.js";
 import { migrate } from "../../server/db/migrate.js";
-import { toCloudEvent } from "../../server/events/cloudevents.js";
+import { encodeJson, toCloudEvent } from "../../server/events/cloudevents.js";
 import { PubSubPublisher } from "../../server/events/publishers.js";
 import { OutboxRelay } from "../../server/events/relay.js";
 import { createLogger } from "../../server/logger.js";
@@ -92,12 +93,10 @@ async function adminQuery(sql: string) {
   }
 }
 
-/** A realistic event: a VideoUpdated with a full snapshot (≈ 400 bytes as JSON). */
-function payload(videoId: string, n: number): Uint8Array {
+/** A realistic event: a VideoUpdated with a full snapshot (≈ 400 bytes as JSON), in the two encodings appendEvent stores. */
+function payload(videoId: string, n: number): { binary: Uint8Array; json: string } {
   const now = { seconds: BigInt(Math.floor(Date.now() / 1000)), nanos: 0 };
-  return toBinary(
-    VideoUpdatedSchema,
-    create(VideoUpdatedSchema, {
+  const message = create(VideoUpdatedSchema, {
       video: {
         id: videoId,
         title: `Bench video ${n}`,
@@ -112,8 +111,8 @@ function payload(videoId: string, n: number): Uint8Array {
         updateTime: now,
       },
       updateMask: { paths: ["title"] },
-    }),
-  );
+  });
+  return { binary: toBinary(VideoUpdatedSchema, message), json: encodeJson(VideoUpdatedSchema, message) };
 }
 
 // The same videos in every run: the emulator keeps a thread per ordering key
@@ -125,7 +124,7 @@ function workload() {
   return Array.from({ length: EVENTS }, (_, i) => ({
     videoId: keys[i % KEYS],
     sequence: Math.floor(i / KEYS) + 1,
-    payload: payload(keys[i % KEYS], i),
+    ...payload(keys[i % KEYS], i),
   }));
 }
 
@@ -147,7 +146,7 @@ async function rawRun(client: PubSub, topicName: string): Promise<Run> {
   const topic = client.topic(topicName, { messageOrdering: true, batching: { maxMessages: 500, maxMilliseconds: 5 }, gaxOpts: { timeout: 10_000, retry: null } });
   await topic.publishMessage({ data: Buffer.from("warm-up"), orderingKey: "warm-up" });
   const messages = workload().map((w, i) =>
-    toCloudEvent({ id: String(i), event_id: randomUUID(), video_id: w.videoId, sequence: String(w.sequence), type: VideoUpdatedSchema.typeName, payload: w.payload, create_time: new Date(), trace_parent: null, trace_state: null }, "json"),
+    toCloudEvent({ id: String(i), event_id: randomUUID(), video_id: w.videoId, sequence: String(w.sequence), type: VideoUpdatedSchema.typeName, payload: w.binary, payload_json: w.json, create_time: new Date(), trace_parent: null, trace_state: null }, "json"),
   );
   const cpu = process.cpuUsage();
   const t0 = performance.now();
@@ -175,14 +174,14 @@ async function relayRun(databaseUrl: string, topicName: string, emulatorHost: st
   try {
     // Warm the publisher's connection, as the raw side does, and a few pool connections.
     await Promise.all(Array.from({ length: 6 }, () => sql`select 1`.execute(database.db)));
-    await publisher.publish([toCloudEvent({ id: "0", event_id: randomUUID(), video_id: randomUUID(), sequence: "1", type: VideoUpdatedSchema.typeName, payload: payload(randomUUID(), 0), create_time: new Date(), trace_parent: null, trace_state: null }, "json")]);
+    await publisher.publish([toCloudEvent({ id: "0", event_id: randomUUID(), video_id: randomUUID(), sequence: "1", type: VideoUpdatedSchema.typeName, payload: payload(randomUUID(), 0).binary, payload_json: null, create_time: new Date(), trace_parent: null, trace_state: null }, "json")]);
     const w = workload();
     const now = new Date();
     // Committed before the relay starts: the run measures draining a backlog.
     await pool.query(
-      `insert into outbox (event_id, video_id, sequence, type, payload, create_time)
-       select gen_random_uuid(), v, s, $1, p, $2 from unnest($3::uuid[], $4::bigint[], $5::bytea[]) as u(v, s, p)`,
-      [VideoUpdatedSchema.typeName, now, w.map((e) => e.videoId), w.map((e) => e.sequence), w.map((e) => Buffer.from(e.payload))],
+      `insert into outbox (event_id, video_id, sequence, type, payload, payload_json, create_time)
+       select gen_random_uuid(), v, s, $1, p, j, $2 from unnest($3::uuid[], $4::bigint[], $5::bytea[], $6::text[]) as u(v, s, p, j)`,
+      [VideoUpdatedSchema.typeName, now, w.map((e) => e.videoId), w.map((e) => e.sequence), w.map((e) => Buffer.from(e.binary)), w.map((e) => e.json)],
     );
     // Planner statistics, as autovacuum keeps them in a running service (a
     // bulk-loaded table without them gets poor plans for the first claims).
