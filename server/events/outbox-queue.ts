@@ -66,21 +66,26 @@ export async function queueHeads(db: Kysely<Database>, skip: string[], window: n
 
 /**
  * Takes the planned videos whose lock is free and returns their first
- * `take` pending events each, in sequence order per video. MATERIALIZED:
- * each try-lock runs exactly once per video, before any row is read — were
- * it re-evaluated per joined row, a lock freed in between could yield a
- * video's later events without its earlier ones.
+ * `take` pending events each, in sequence order per video.
+ *
+ * Two statements, on purpose. Under READ COMMITTED a statement reads from the
+ * snapshot taken when it starts: were the try-locks and the read one
+ * statement, a lock another relay frees after marking its batch could be won
+ * mid-statement and the rows read as they were before that relay's commit —
+ * its events published a second time. Reading after the locks are held sees
+ * every batch committed by their previous holders.
  */
 export async function claim(trx: Transaction<Database>, plan: Share[]): Promise<StoredEvent[]> {
   if (plan.length === 0) return [];
+  const { rows: locked } = await sql<{ video_id: string; take: number }>`
+    select video_id::text as video_id, take
+    from unnest(${plan.map((p) => p.videoId)}::uuid[], ${plan.map((p) => p.take)}::int[]) with ordinality as p(video_id, take, n)
+    where pg_try_advisory_xact_lock(${VIDEO_LOCK_NAMESPACE}, hashtext(video_id::text))
+    order by n`.execute(trx);
+  if (locked.length === 0) return [];
   const { rows } = await sql<StoredEvent>`
-    with locked as materialized (
-      select video_id, take, n
-      from unnest(${plan.map((p) => p.videoId)}::uuid[], ${plan.map((p) => p.take)}::int[]) with ordinality as p(video_id, take, n)
-      where pg_try_advisory_xact_lock(${VIDEO_LOCK_NAMESPACE}, hashtext(video_id::text))
-    )
     select e.id, e.event_id, e.video_id, e.sequence, e.type, e.payload, e.payload_json, e.create_time, e.trace_parent, e.trace_state
-    from locked l
+    from unnest(${locked.map((l) => l.video_id)}::uuid[], ${locked.map((l) => l.take)}::int[]) with ordinality as l(video_id, take, n)
     cross join lateral (
       select id, event_id::text, video_id::text, sequence, type, payload, payload_json, create_time, trace_parent, trace_state
       from outbox o
