@@ -1,0 +1,131 @@
+import { createHash } from "node:crypto";
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  PutObjectCommand,
+  UploadPartCommand,
+  type CompletedPart,
+  type S3Client,
+} from "@aws-sdk/client-s3";
+import { streamPartSize } from "../uploads/rules.js";
+
+export interface StreamOptions {
+  /** Size of a streamed upload's parts (the first 1,000; see streamPartSize). */
+  partSizeBytes: number;
+  /** Parts sent at once. */
+  partsInFlight: number;
+}
+
+/**
+ * Streams a body of unknown length into S3: one PutObject when it fits in a
+ * part, else a multipart upload of parts sent `partsInFlight` at once.
+ *
+ * Why not lib-storage's Upload (used for this before): fed a stream, it
+ * collects each part from the stream's chunks and Buffer.concat's them — a
+ * fresh part-sized allocation and a copy of every byte, with the chunks and
+ * the previous parts left for the garbage collector, which V8 reclaims only
+ * when the external memory it tracks has grown by tens of MiB. That garbage,
+ * not the parts themselves, made the peak RSS of a 1 GiB upload swing from
+ * +0 to +69 MiB. Here each chunk is copied once into one of at most
+ * partsInFlight + 1 part buffers, reused for the whole upload, so memory
+ * stays at those buffers whatever the file size.
+ *
+ * Reading stops while every buffer is full or in flight: the body (and,
+ * through it, the client's connection) waits for storage. The SHA-256 of the
+ * file is taken per part (one call per part, not per chunk), in order.
+ *
+ * On any failure or on `signal`, the parts in flight are cancelled and
+ * awaited, then the multipart upload is aborted, so no part is left behind.
+ */
+export async function streamToS3(
+  client: S3Client,
+  target: { Bucket: string; Key: string; ContentType: string },
+  body: AsyncIterable<Uint8Array>,
+  signal: AbortSignal,
+  o: StreamOptions & { metadataTimeout: { requestTimeout: number } },
+): Promise<{ sizeBytes: number; checksumSha256: string }> {
+  const stop = new AbortController();
+  const abortSignal = AbortSignal.any([signal, stop.signal]);
+  const { Bucket, Key } = target;
+  const hash = createHash("sha256");
+  const spare: Buffer[] = [];
+  const completed: CompletedPart[] = [];
+  const inFlight = new Set<Promise<void>>();
+  let failure: { error: unknown } | undefined;
+  let uploadId: string | undefined;
+  let partNumber = 1;
+  let partedBytes = 0;
+  let partSize = streamPartSize(1, 0, o.partSizeBytes);
+  let part: Buffer = Buffer.allocUnsafeSlow(partSize);
+  let filled = 0;
+
+  const sendPart = async () => {
+    while (inFlight.size >= o.partsInFlight) await Promise.race(inFlight);
+    if (failure) throw failure.error;
+    abortSignal.throwIfAborted();
+    uploadId ??= (await client.send(new CreateMultipartUploadCommand(target), { ...o.metadataTimeout, abortSignal })).UploadId!;
+    const PartNumber = partNumber++;
+    const buffer = part;
+    const data = buffer.subarray(0, filled);
+    hash.update(data);
+    partedBytes += filled;
+    const sending: Promise<void> = client
+      .send(new UploadPartCommand({ Bucket, Key, UploadId: uploadId, PartNumber, Body: data }), { abortSignal })
+      .then(
+        (out) => {
+          completed.push({ PartNumber, ETag: out.ETag });
+          spare.push(buffer);
+        },
+        (error: unknown) => {
+          failure ??= { error };
+        },
+      )
+      .finally(() => inFlight.delete(sending));
+    inFlight.add(sending);
+    partSize = streamPartSize(partNumber, partedBytes, o.partSizeBytes);
+    part = takeSpare(spare, partSize);
+    filled = 0;
+  };
+
+  try {
+    for await (const chunk of body) {
+      for (let at = 0; at < chunk.length; ) {
+        const n = Math.min(chunk.length - at, partSize - filled);
+        part.set(n === chunk.length ? chunk : chunk.subarray(at, at + n), filled);
+        filled += n;
+        at += n;
+        if (filled === partSize) await sendPart();
+      }
+    }
+    if (uploadId === undefined) {
+      const data = part.subarray(0, filled);
+      hash.update(data);
+      await client.send(new PutObjectCommand({ ...target, Body: data }), { abortSignal });
+      return { sizeBytes: filled, checksumSha256: hash.digest("hex") };
+    }
+    if (filled > 0) await sendPart();
+    while (inFlight.size > 0) await Promise.race(inFlight);
+    if (failure) throw failure.error;
+    completed.sort((a, b) => a.PartNumber! - b.PartNumber!);
+    await client.send(new CompleteMultipartUploadCommand({ Bucket, Key, UploadId: uploadId, MultipartUpload: { Parts: completed } }), { abortSignal });
+    return { sizeBytes: partedBytes, checksumSha256: hash.digest("hex") };
+  } catch (e) {
+    stop.abort();
+    await Promise.allSettled(inFlight);
+    if (uploadId !== undefined) {
+      await client.send(new AbortMultipartUploadCommand({ Bucket, Key, UploadId: uploadId }), o.metadataTimeout).catch(() => {});
+    }
+    // A part that failed is why the upload stopped, not the cancellation of its siblings.
+    throw failure && (e as Error)?.name === "AbortError" && !signal.aborted ? failure.error : e;
+  }
+}
+
+/** A spare part buffer that can hold size bytes (the part size only grows), or a new one. */
+function takeSpare(spare: Buffer[], size: number): Buffer {
+  for (;;) {
+    const b = spare.pop();
+    if (!b) return Buffer.allocUnsafeSlow(size);
+    if (b.length >= size) return b;
+  }
+}
