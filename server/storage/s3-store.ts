@@ -24,7 +24,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type winston from "winston";
 import type { Metrics } from "../metrics.js";
 import type { MultipartUpload, ObjectInfo, ObjectStore, PresignedPut } from "./object-store.js";
-import { streamToS3, type StreamOptions } from "./s3-stream.js";
+import { PartBuffers, streamToS3, type StreamOptions } from "./s3-stream.js";
 import { storageError } from "./storage-error.js";
 
 export interface S3Options {
@@ -206,11 +206,14 @@ function multipartETag(parts: { ETag?: string }[]): string | undefined {
 
 export class S3Store implements ObjectStore {
   readonly kind = "s3";
+  private readonly partBuffers: PartBuffers;
   constructor(
     private readonly client: S3Client,
     private readonly bucket: string,
     private readonly stream: StreamOptions = { partSizeBytes: 8 * 1024 * 1024, partsInFlight: 2 },
-  ) {}
+  ) {
+    this.partBuffers = new PartBuffers(stream.partSizeBytes, stream.partsInFlight + 1);
+  }
 
   private async call<T>(fn: () => Promise<T>): Promise<T> {
     try {
@@ -332,7 +335,7 @@ export class S3Store implements ObjectStore {
 
   async putStream(key: string, body: Readable, contentType: string, signal: AbortSignal) {
     try {
-      return await streamToS3(this.client, { Bucket: this.bucket, Key: key, ContentType: contentType }, body, signal, { ...this.stream, metadataTimeout: METADATA_TIMEOUT });
+      return await streamToS3(this.client, { Bucket: this.bucket, Key: key, ContentType: contentType }, body, signal, { ...this.stream, buffers: this.partBuffers, metadataTimeout: METADATA_TIMEOUT });
     } catch (e) {
       if (!body.destroyed) body.destroy();
       throw storageError(e);

@@ -29,7 +29,8 @@ export interface StreamOptions {
  * not the parts themselves, made the peak RSS of a 1 GiB upload swing from
  * +0 to +69 MiB. Here each chunk is copied once into one of at most
  * partsInFlight + 1 part buffers, reused for the whole upload, so memory
- * stays at those buffers whatever the file size.
+ * stays at those buffers whatever the file size (and they are kept for the
+ * next upload: see PartBuffers).
  *
  * Reading stops while every buffer is full or in flight: the body (and,
  * through it, the client's connection) waits for storage. The SHA-256 of the
@@ -43,13 +44,12 @@ export async function streamToS3(
   target: { Bucket: string; Key: string; ContentType: string },
   body: AsyncIterable<Uint8Array>,
   signal: AbortSignal,
-  o: StreamOptions & { metadataTimeout: { requestTimeout: number } },
+  o: StreamOptions & { buffers: PartBuffers; metadataTimeout: { requestTimeout: number } },
 ): Promise<{ sizeBytes: number; checksumSha256: string }> {
   const stop = new AbortController();
   const abortSignal = AbortSignal.any([signal, stop.signal]);
   const { Bucket, Key } = target;
   const hash = createHash("sha256");
-  const spare: Buffer[] = [];
   const completed: CompletedPart[] = [];
   const inFlight = new Set<Promise<void>>();
   let failure: { error: unknown } | undefined;
@@ -57,7 +57,7 @@ export async function streamToS3(
   let partNumber = 1;
   let partedBytes = 0;
   let partSize = streamPartSize(1, 0, o.partSizeBytes);
-  let part: Buffer = Buffer.allocUnsafeSlow(partSize);
+  let part = o.buffers.take(partSize);
   let filled = 0;
 
   const sendPart = async () => {
@@ -75,7 +75,7 @@ export async function streamToS3(
       .then(
         (out) => {
           completed.push({ PartNumber, ETag: out.ETag });
-          spare.push(buffer);
+          o.buffers.give(buffer);
         },
         (error: unknown) => {
           failure ??= { error };
@@ -84,7 +84,7 @@ export async function streamToS3(
       .finally(() => inFlight.delete(sending));
     inFlight.add(sending);
     partSize = streamPartSize(partNumber, partedBytes, o.partSizeBytes);
-    part = takeSpare(spare, partSize);
+    part = o.buffers.take(partSize);
     filled = 0;
   };
 
@@ -102,6 +102,7 @@ export async function streamToS3(
       const data = part.subarray(0, filled);
       hash.update(data);
       await client.send(new PutObjectCommand({ ...target, Body: data }), { abortSignal });
+      o.buffers.give(part);
       return { sizeBytes: filled, checksumSha256: hash.digest("hex") };
     }
     if (filled > 0) await sendPart();
@@ -109,11 +110,14 @@ export async function streamToS3(
     if (failure) throw failure.error;
     completed.sort((a, b) => a.PartNumber! - b.PartNumber!);
     await client.send(new CompleteMultipartUploadCommand({ Bucket, Key, UploadId: uploadId, MultipartUpload: { Parts: completed } }), { abortSignal });
+    o.buffers.give(part);
     return { sizeBytes: partedBytes, checksumSha256: hash.digest("hex") };
   } catch (e) {
     stop.abort();
     await Promise.allSettled(inFlight);
     if (uploadId !== undefined) {
+      // The part being filled was never handed to a request (a PutObject's may have been).
+      o.buffers.give(part);
       await client.send(new AbortMultipartUploadCommand({ Bucket, Key, UploadId: uploadId }), o.metadataTimeout).catch(() => {});
     }
     // A part that failed is why the upload stopped, not the cancellation of its siblings.
@@ -121,11 +125,27 @@ export async function streamToS3(
   }
 }
 
-/** A spare part buffer that can hold size bytes (the part size only grows), or a new one. */
-function takeSpare(spare: Buffer[], size: number): Buffer {
-  for (;;) {
-    const b = spare.pop();
-    if (!b) return Buffer.allocUnsafeSlow(size);
-    if (b.length >= size) return b;
+/**
+ * Part buffers of the configured part size, kept between streamed uploads
+ * (at most `keep`): an upload takes its buffers here and gives each back once
+ * its part is stored, so a process that streams one upload after another
+ * holds one set of buffers instead of allocating a new set per upload and
+ * leaving the last one to the garbage collector. Larger parts (over 1,000
+ * parts, see streamPartSize) get buffers of their own. A buffer whose part
+ * failed is not given back: its request may still be reading it.
+ */
+export class PartBuffers {
+  private readonly free: Buffer[] = [];
+  constructor(
+    private readonly size: number,
+    private readonly keep: number,
+  ) {}
+
+  take(size: number): Buffer {
+    return (size <= this.size && this.free.pop()) || Buffer.allocUnsafeSlow(Math.max(size, this.size));
+  }
+
+  give(buffer: Buffer): void {
+    if (buffer.length === this.size && this.free.length < this.keep && !this.free.includes(buffer)) this.free.push(buffer);
   }
 }
