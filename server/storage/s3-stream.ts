@@ -57,7 +57,15 @@ export async function streamToS3(
   let partNumber = 1;
   let partedBytes = 0;
   let partSize = streamPartSize(1, 0, o.partSizeBytes);
-  let part = o.buffers.take(partSize);
+  // Buffers larger than the shared ones (parts after the 1,000th, whose size
+  // only shrinks from there) stay with this upload and are reused by it.
+  const large: Buffer[] = [];
+  const take = (size: number) => {
+    const i = large.findIndex((b) => b.length >= size);
+    return i >= 0 ? large.splice(i, 1)[0]! : o.buffers.take(size);
+  };
+  const release = (b: Buffer) => (b.length > o.partSizeBytes ? large.push(b) : o.buffers.give(b));
+  let part = take(partSize);
   let filled = 0;
 
   const sendPart = async () => {
@@ -75,7 +83,7 @@ export async function streamToS3(
       .then(
         (out) => {
           completed.push({ PartNumber, ETag: out.ETag });
-          o.buffers.give(buffer);
+          release(buffer);
         },
         (error: unknown) => {
           failure ??= { error };
@@ -84,7 +92,7 @@ export async function streamToS3(
       .finally(() => inFlight.delete(sending));
     inFlight.add(sending);
     partSize = streamPartSize(partNumber, partedBytes, o.partSizeBytes);
-    part = o.buffers.take(partSize);
+    part = take(partSize);
     filled = 0;
   };
 
@@ -102,7 +110,7 @@ export async function streamToS3(
       const data = part.subarray(0, filled);
       hash.update(data);
       await client.send(new PutObjectCommand({ ...target, Body: data }), { abortSignal });
-      o.buffers.give(part);
+      release(part);
       return { sizeBytes: filled, checksumSha256: hash.digest("hex") };
     }
     if (filled > 0) await sendPart();
@@ -110,14 +118,14 @@ export async function streamToS3(
     if (failure) throw failure.error;
     completed.sort((a, b) => a.PartNumber! - b.PartNumber!);
     await client.send(new CompleteMultipartUploadCommand({ Bucket, Key, UploadId: uploadId, MultipartUpload: { Parts: completed } }), { abortSignal });
-    o.buffers.give(part);
+    release(part);
     return { sizeBytes: partedBytes, checksumSha256: hash.digest("hex") };
   } catch (e) {
     stop.abort();
     await Promise.allSettled(inFlight);
     if (uploadId !== undefined) {
       // The part being filled was never handed to a request (a PutObject's may have been).
-      o.buffers.give(part);
+      release(part);
       await client.send(new AbortMultipartUploadCommand({ Bucket, Key, UploadId: uploadId }), o.metadataTimeout).catch(() => {});
     }
     // A part that failed is why the upload stopped, not the cancellation of its siblings.
