@@ -1,8 +1,7 @@
 import { createHash } from "node:crypto";
 import http from "node:http";
 import https from "node:https";
-import { PassThrough, type Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
+import type { Readable } from "node:stream";
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -19,13 +18,13 @@ import {
   UploadPartCommand,
   type Part,
 } from "@aws-sdk/client-s3";
-import { Upload } from "@aws-sdk/lib-storage";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type winston from "winston";
 import type { Metrics } from "../metrics.js";
 import type { MultipartUpload, ObjectInfo, ObjectStore, PresignedPut } from "./object-store.js";
+import { PartBuffers, streamToS3, type StreamOptions } from "./s3-stream.js";
 import { storageError } from "./storage-error.js";
 
 export interface S3Options {
@@ -205,20 +204,16 @@ function multipartETag(parts: { ETag?: string }[]): string | undefined {
   return `"${digest}-${parts.length}"`;
 }
 
-export interface StreamOptions {
-  /** Multipart part size of putStream (lib-storage's partSize). */
-  partSizeBytes: number;
-  /** Parts putStream sends at once (lib-storage's queueSize). */
-  partsInFlight: number;
-}
-
 export class S3Store implements ObjectStore {
   readonly kind = "s3";
+  private readonly partBuffers: PartBuffers;
   constructor(
     private readonly client: S3Client,
     private readonly bucket: string,
     private readonly stream: StreamOptions = { partSizeBytes: 8 * 1024 * 1024, partsInFlight: 2 },
-  ) {}
+  ) {
+    this.partBuffers = new PartBuffers(stream.partSizeBytes, stream.partsInFlight + 1);
+  }
 
   private async call<T>(fn: () => Promise<T>): Promise<T> {
     try {
@@ -338,43 +333,13 @@ export class S3Store implements ObjectStore {
     }
   }
 
-  // lib-storage cuts the stream into parts and sends partsInFlight of them at
-  // once; while they are all in flight it stops reading, so the body (and,
-  // through it, the client's connection) waits. Memory per upload stays near
-  // (partsInFlight + 1) × partSize — the parts in flight and the one being
-  // filled — whatever the file size.
   async putStream(key: string, body: Readable, contentType: string, signal: AbortSignal) {
-    const hash = createHash("sha256");
-    let sizeBytes = 0;
-    const tee = new PassThrough({ highWaterMark: 1024 * 1024 });
-    const counting = pipeline(body, async function* (source) {
-      for await (const chunk of source as AsyncIterable<Buffer>) {
-        hash.update(chunk);
-        sizeBytes += chunk.length;
-        yield chunk;
-      }
-    }, tee);
-    const upload = new Upload({
-      client: this.client,
-      params: { Bucket: this.bucket, Key: key, Body: tee, ContentType: contentType },
-      partSize: this.stream.partSizeBytes,
-      queueSize: this.stream.partsInFlight,
-      leavePartsOnError: false,
-      abortController: abortControllerFor(signal),
-    });
-    const done = upload.done();
     try {
-      await Promise.all([done, counting]);
+      return await streamToS3(this.client, { Bucket: this.bucket, Key: key, ContentType: contentType }, body, signal, { ...this.stream, buffers: this.partBuffers, metadataTimeout: METADATA_TIMEOUT });
     } catch (e) {
-      // When a part fails, lib-storage stops reading its body, which ends the
-      // feeding pipeline first — with an AbortError that is not the caller's
-      // (CANCELLED): the upload's own error says what went wrong.
-      const cause = (e as Error)?.name === "AbortError" && !signal.aborted ? await done.then(() => e, (failed: unknown) => failed) : e;
-      tee.destroy();
-      await upload.abort().catch(() => {});
-      throw storageError(cause);
+      if (!body.destroyed) body.destroy();
+      throw storageError(e);
     }
-    return { sizeBytes, checksumSha256: hash.digest("hex") };
   }
 
   async sha256(key: string): Promise<string> {
@@ -391,9 +356,3 @@ export class S3Store implements ObjectStore {
   }
 }
 
-function abortControllerFor(signal: AbortSignal): AbortController {
-  const controller = new AbortController();
-  if (signal.aborted) controller.abort();
-  else signal.addEventListener("abort", () => controller.abort(), { once: true });
-  return controller;
-}

@@ -15,7 +15,8 @@ import { uploads } from "./repository.js";
 import { MAX_UPLOAD_BYTES, checksum, contentType } from "./rules.js";
 
 // Client-streaming upload: metadata first, then chunks, streamed into the
-// store as they arrive (lib-storage multipart for S3), never held in memory.
+// store as they arrive (a multipart upload for S3, see s3-stream.ts), never
+// held in memory.
 // Over REST, PUT /videos/{id}/content is transcoded onto this same handler.
 
 async function* chunks(it: AsyncIterator<UploadVideoContentRequest>, onBytes: (n: number) => void) {

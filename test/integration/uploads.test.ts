@@ -301,13 +301,14 @@ for (const store of STORES) {
       t.same(await h.multipartUploads(prefixOf(v.id)), [], "no multipart upload is left open");
     });
 
-    t.test("the largest upload fits in S3's 10,000 parts of at least 5 MiB", async (t) => {
+    t.test("the largest upload is presigned in at most 1,000 parts of 5 MiB to 5 GiB", async (t) => {
       const v = await h.newVideo();
       const size = MAX_UPLOAD_BYTES;
+      const started = performance.now();
       const up = await c.createUpload({ id: v.id, contentType: "video/mp4", sizeBytes: BigInt(size) });
       const part = Number(up.partSize);
-      t.ok(up.parts.length <= 10_000, `${up.parts.length} parts`);
-      t.ok(part >= 5 * MiB && part % MiB === 0, `part size ${part / MiB} MiB`);
+      t.ok(up.parts.length <= 1_000, `${up.parts.length} parts, answered in ${Math.round(performance.now() - started)} ms`);
+      t.ok(part >= 5 * MiB && part <= 5 * 1024 * MiB && part % MiB === 0, `part size ${part / MiB} MiB`);
       t.ok(part * up.parts.length >= size && part * (up.parts.length - 1) < size, "the parts cover the file, the last one partly");
       t.same(up.parts.map((p) => p.partNumber), Array.from({ length: up.parts.length }, (_, i) => i + 1), "numbered 1..n");
       await c.abortUpload({ id: v.id, uploadId: up.uploadId });
