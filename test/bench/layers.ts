@@ -28,23 +28,13 @@ import { createLogger } from "../../server/logger.js";
 import { videos } from "../../server/videos/repository.js";
 import getVideo from "../../server/videos/get-video.js";
 import { grpcFrame } from "./load.js";
-import { repoRoot } from "./procs.js";
+import { adminQuery, databaseUrl, repoRoot } from "./procs.js";
 import path from "node:path";
 import { v7 as uuidv7 } from "uuid";
 
-const adminUrl = process.env.BENCH_DATABASE_URL || process.env.DATABASE_URL || process.env.TEST_DATABASE_URL || "postgres://postgres:postgres@127.0.0.1:5432/postgres";
 const N = Number(process.env.LAYERS_N ?? 20_000);
 const CONCURRENCY = 32;
 
-async function admin(sql: string) {
-  const c = new pg.Client({ connectionString: adminUrl });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
 
 async function measure(name: string, fn: () => Promise<unknown>, n = N) {
   // warm-up
@@ -60,11 +50,10 @@ async function measure(name: string, fn: () => Promise<unknown>, n = N) {
 }
 
 const dbName = `vms_bench_layers_${randomBytes(3).toString("hex")}`;
-await admin(`CREATE DATABASE ${dbName}`);
-const url = new URL(adminUrl);
-url.pathname = "/" + dbName;
+await adminQuery(`CREATE DATABASE ${dbName}`);
+const url = databaseUrl(dbName);
 try {
-  const cfg = loadConfig({ DATABASE_URL: url.toString(), MIGRATIONS_DIR: path.join(repoRoot, "migrations"), LOG_LEVEL: process.env.LAYERS_LOG_LEVEL ?? "info" });
+  const cfg = loadConfig({ DATABASE_URL: url, MIGRATIONS_DIR: path.join(repoRoot, "migrations"), LOG_LEVEL: process.env.LAYERS_LOG_LEVEL ?? "info" });
   const ctx = await AppContext.fromConfig(cfg, { logger: createLogger(cfg.logLevel) });
   await migrate(ctx.database, { dir: cfg.migrationsDir });
   const id = uuidv7();
@@ -74,7 +63,7 @@ try {
     .values({ id, title: "Bench video 1: a walk along the harbour at dusk", description: "Seeded by test/bench.", tags: ["bench", "sample"], labels: JSON.stringify({ team: "bench" }), visibility: "public", state: "ready", owner_id: "bench-owner", etag: "e", create_time: now, update_time: now } as never)
     .execute();
 
-  const pool = new pg.Pool({ connectionString: url.toString(), max: 20 });
+  const pool = new pg.Pool({ connectionString: url, max: 20 });
   const cols = "id, title, description, tags, labels, visibility, state, owner_id, source, etag, create_time, update_time";
   await measure("pg named statement", () => pool.query({ name: "g", text: `select ${cols} from videos where id = $1`, values: [id] }));
   await measure("kysely videos.find", () => videos.find(ctx.db, id));
@@ -131,5 +120,5 @@ try {
   await pool.end();
   await ctx.close();
 } finally {
-  await admin(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+  await adminQuery(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
 }

@@ -6,8 +6,31 @@ import { openSync, readFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import pg from "pg";
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+
+/** The admin URL the benchmarks create and drop their scratch databases with. */
+export const benchAdminUrl =
+  process.env.BENCH_DATABASE_URL || process.env.DATABASE_URL || process.env.TEST_DATABASE_URL || "postgres://postgres:postgres@127.0.0.1:5432/postgres";
+
+/** One statement on its own admin connection (CREATE/DROP DATABASE). */
+export async function adminQuery(sql: string, adminUrl = benchAdminUrl): Promise<void> {
+  const c = new pg.Client({ connectionString: adminUrl });
+  await c.connect();
+  try {
+    await c.query(sql);
+  } finally {
+    await c.end();
+  }
+}
+
+/** The URL of database `name` on the server `adminUrl` points at. */
+export function databaseUrl(name: string, adminUrl = benchAdminUrl): string {
+  const u = new URL(adminUrl);
+  u.pathname = "/" + name;
+  return u.toString();
+}
 
 export interface Proc {
   name: string;

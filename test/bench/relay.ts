@@ -57,10 +57,10 @@ import { OutboxRelay } from "../../server/events/relay.js";
 import { createLogger } from "../../server/logger.js";
 import { createMetrics } from "../../server/metrics.js";
 import { PROJECT_ID, startEmulator, startService, type Emulator } from "../support/pubsub.js";
+import { adminQuery, databaseUrl } from "./procs.js";
 
 const env = process.env;
 const num = (name: string, fallback: number) => (env[name] ? Number(env[name]) : fallback);
-const adminUrl = env.BENCH_DATABASE_URL || env.DATABASE_URL || env.TEST_DATABASE_URL || "postgres://postgres:postgres@127.0.0.1:5432/postgres";
 const EVENTS = num("BENCH_RELAY_EVENTS", 10_000);
 const KEYS = num("BENCH_RELAY_KEYS", 1000);
 const ROUNDS = num("BENCH_RELAY_ROUNDS", 5);
@@ -83,15 +83,6 @@ export async function cleanup() {
   for (const fn of cleanups.splice(0)) await Promise.resolve(fn()).catch((e) => log(`cleanup: ${String(e)}`));
 }
 
-async function adminQuery(sql: string) {
-  const c = new pg.Client({ connectionString: adminUrl });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
 
 /** A realistic event: a VideoUpdated with a full snapshot (≈ 400 bytes as JSON), in the two encodings appendEvent stores. */
 function payload(videoId: string, n: number): { binary: Uint8Array; json: string } {
@@ -321,10 +312,8 @@ async function measure(): Promise<RelayBenchResult> {
   const dbName = `vms_bench_relay_${randomUUID().slice(0, 8)}`;
   await adminQuery(`CREATE DATABASE ${dbName}`);
   cleanups.unshift(() => adminQuery(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`));
-  const u = new URL(adminUrl);
-  u.pathname = "/" + dbName;
-  const databaseUrl = u.toString();
-  const database = openPostgres({ url: databaseUrl, poolMax: 2 });
+  const scratchUrl = databaseUrl(dbName);
+  const database = openPostgres({ url: scratchUrl, poolMax: 2 });
   await migrate(database, { dir: new URL("../../migrations", import.meta.url).pathname });
   await database.close();
 
@@ -351,7 +340,7 @@ async function measure(): Promise<RelayBenchResult> {
   // a single pair still ran at about half speed.
   for (let i = 0; i < 2; i++) {
     await rawRun(client, topicName);
-    await relayRun(databaseUrl, topicName, host);
+    await relayRun(scratchUrl, topicName, host);
   }
   log("warmed up");
   const raw: Run[] = [];
@@ -367,7 +356,7 @@ async function measure(): Promise<RelayBenchResult> {
   };
   const runRelay = async (r: number) => {
     await settle();
-    relay.push(await relayRun(databaseUrl, topicName, host));
+    relay.push(await relayRun(scratchUrl, topicName, host));
     log(`round ${r + 1}: relay   ${relay[r].eventsPerSecond.toFixed(0)} events/s, ${relay[r].cpuUsPerEvent.toFixed(1)} cpu µs/event`);
   };
   for (let r = 0; r < ROUNDS; r++) {
@@ -382,7 +371,7 @@ async function measure(): Promise<RelayBenchResult> {
   const ratio = median(relay.map((x, i) => x.eventsPerSecond / raw[i].eventsPerSecond));
 
   log(`lag run: ${RATE} writes/s for ${LAG_MS / 1000} s`);
-  const lag = await lagRun(databaseUrl, lagTopicName, host);
+  const lag = await lagRun(scratchUrl, lagTopicName, host);
   return {
     rawEventsPerSecond: raw.map((x) => x.eventsPerSecond),
     relayEventsPerSecond: relay.map((x) => x.eventsPerSecond),

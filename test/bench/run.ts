@@ -55,13 +55,12 @@ import { openPostgres } from "../../server/db/database.js";
 import { migrate } from "../../server/db/migrate.js";
 import { cleanup as relayCleanup, relayBench, summary as relaySummary } from "./relay.js";
 import { grpcFrame, h1Bytes, h2HeaderBlock, pool, runH1, runH2, type Completion, type RunOptions, type RunResult } from "./load.js";
-import { freePort, repoRoot, spawnNode, stopAll, waitReady, type Proc } from "./procs.js";
+import { adminQuery, benchAdminUrl, databaseUrl, freePort, repoRoot, spawnNode, stopAll, waitReady, type Proc } from "./procs.js";
 import { summary as uploadSummary, uploadBench, uploadSkipReason, type UploadBenchResult } from "./upload.js";
 
 const env = process.env;
 const num = (name: string, fallback: number) => (env[name] ? Number(env[name]) : fallback);
 
-const adminUrl = env.BENCH_DATABASE_URL || env.DATABASE_URL || env.TEST_DATABASE_URL || "postgres://postgres:postgres@127.0.0.1:5432/postgres";
 const serverNode = env.BENCH_NODE || process.execPath;
 const cases = new Set((env.BENCH_CASES || "rest,connect,grpc,list,create,pglite,upload,relay").split(",").map((s) => s.trim()));
 const servingCases = [...cases].filter((c) => c !== "relay");
@@ -80,24 +79,11 @@ const log = (s: string) => process.stderr.write(`[${((Date.now() - started) / 10
 // ------------------------------------------------------------------ database ---
 
 const dbName = `vms_bench_${randomBytes(4).toString("hex")}`;
-const benchUrl = (() => {
-  const u = new URL(adminUrl);
-  u.pathname = "/" + dbName;
-  return u.toString();
-})();
+const benchUrl = databaseUrl(dbName);
 
-async function admin(sql: string) {
-  const c = new pg.Client({ connectionString: adminUrl });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
 
 async function prepareDatabase(): Promise<string[]> {
-  await admin(`CREATE DATABASE ${dbName}`);
+  await adminQuery(`CREATE DATABASE ${dbName}`);
   const handle = openPostgres({ url: benchUrl, poolMax: 2 });
   try {
     await migrate(handle, { dir: path.join(repoRoot, "migrations") });
@@ -425,7 +411,7 @@ async function uploadCase(): Promise<UploadBenchResult | undefined> {
     sizeMiB,
     rounds: num("BENCH_UPLOAD_ROUNDS", 3),
     s3Endpoint,
-    adminDatabaseUrl: adminUrl,
+    adminDatabaseUrl: benchAdminUrl,
     partSizeMiB: env.UPLOAD_STREAM_PART_SIZE_MB || undefined,
     partsInFlight: env.UPLOAD_STREAM_PARTS_IN_FLIGHT || undefined,
     node: serverNode,
@@ -544,7 +530,7 @@ async function cleanup() {
   if (cleaned) return;
   cleaned = true;
   await stopAll().catch(() => {});
-  await admin(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch((e: unknown) => log(`could not drop ${dbName}: ${String(e)}`));
+  await adminQuery(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch((e: unknown) => log(`could not drop ${dbName}: ${String(e)}`));
 }
 
 for (const sig of ["SIGINT", "SIGTERM"] as const) {

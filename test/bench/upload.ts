@@ -42,9 +42,8 @@ import { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
-import pg from "pg";
 import { loadConfig } from "../../server/config.js";
-import { cpuOf, freePort, spawnNode, waitReady, type Proc } from "./procs.js";
+import { adminQuery, cpuOf, databaseUrl, freePort, spawnNode, waitReady, type Proc } from "./procs.js";
 
 const MiB = 1024 * 1024;
 const THROUGHPUT_TARGET = 0.8;
@@ -242,16 +241,11 @@ export async function uploadBench(o: UploadBenchOptions): Promise<UploadBenchRes
   let server: Proc | undefined;
   try {
     await s3.send(new CreateBucketCommand({ Bucket: bucket }));
-    let databaseUrl: string | undefined;
+    let scratchUrl: string | undefined;
     if (o.adminDatabaseUrl) {
       dbName = "vms_bench_upload_" + randomBytes(4).toString("hex");
-      const admin = new pg.Client({ connectionString: o.adminDatabaseUrl });
-      await admin.connect();
-      await admin.query(`CREATE DATABASE ${dbName}`);
-      await admin.end();
-      const u = new URL(o.adminDatabaseUrl);
-      u.pathname = "/" + dbName;
-      databaseUrl = u.toString();
+      await adminQuery(`CREATE DATABASE ${dbName}`, o.adminDatabaseUrl);
+      scratchUrl = databaseUrl(dbName, o.adminDatabaseUrl);
     }
     const port = await freePort();
     server = spawnNode({
@@ -267,7 +261,7 @@ export async function uploadBench(o: UploadBenchOptions): Promise<UploadBenchRes
         HOST: "127.0.0.1",
         DATA_DIR: dataDir,
         LOG_LEVEL: "warn",
-        ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
+        ...(scratchUrl ? { DATABASE_URL: scratchUrl } : {}),
         S3_BUCKET: bucket,
         S3_ENDPOINT: endpoint,
         S3_FORCE_PATH_STYLE: "true",
@@ -380,10 +374,7 @@ export async function uploadBench(o: UploadBenchOptions): Promise<UploadBenchRes
     s3.destroy();
     moto?.stop();
     if (dbName && o.adminDatabaseUrl) {
-      const admin = new pg.Client({ connectionString: o.adminDatabaseUrl });
-      await admin.connect();
-      await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
-      await admin.end();
+      await adminQuery(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`, o.adminDatabaseUrl);
     }
     rmSync(dataDir, { recursive: true, force: true });
   }
