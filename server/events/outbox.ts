@@ -1,9 +1,9 @@
 import { toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { context, defaultTextMapSetter } from "@opentelemetry/api";
-import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import type { Transaction } from "kysely";
 import { v7 as uuidv7 } from "uuid";
 import type { Database } from "../db/schema.js";
+import { traceContext } from "../telemetry/trace-context.js";
 import { encodeJson } from "./cloudevents.js";
 
 // Events are written here, in the transaction of the change they describe —
@@ -17,8 +17,6 @@ export interface NewEvent<Desc extends DescMessage> {
   payload: MessageShape<Desc>;
   time: Date;
 }
-
-const traceContext = new W3CTraceContextPropagator();
 
 export function appendEvent<Desc extends DescMessage>(trx: Transaction<Database>, event: NewEvent<Desc>) {
   // The active span is the call's (when tracing is on); consumers continue its trace.

@@ -1,5 +1,4 @@
 import { diag, DiagLogLevel, type DiagLogger } from "@opentelemetry/api";
-import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { OTLPTraceExporter as OTLPJsonExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { OTLPTraceExporter as OTLPProtobufExporter } from "@opentelemetry/exporter-trace-otlp-proto";
 import { detectResources, envDetector, resourceFromAttributes } from "@opentelemetry/resources";
@@ -7,6 +6,7 @@ import { BatchSpanProcessor, NodeTracerProvider } from "@opentelemetry/sdk-trace
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from "@opentelemetry/semantic-conventions";
 import type winston from "winston";
 import type { Config } from "../config.js";
+import { traceContext } from "./trace-context.js";
 
 // The process's OpenTelemetry set-up. Tracing is a process concern like signal
 // handling, so main.ts calls this once; everything else only uses the API
@@ -33,7 +33,7 @@ export function startTracing(cfg: Config["tracing"], logger: winston.Logger, ver
     detectResources({ detectors: [envDetector] }),
   );
   const provider = new NodeTracerProvider({ resource, spanProcessors: [new BatchSpanProcessor(exporter)] });
-  provider.register({ propagator: new W3CTraceContextPropagator() });
+  provider.register({ propagator: traceContext });
   logger.info("tracing", { exporter: "otlp", protocol: cfg.exporter });
   return {
     exporting: true,

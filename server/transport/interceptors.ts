@@ -1,9 +1,9 @@
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
 import { context, isSpanContextValid, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type TextMapGetter, type Tracer } from "@opentelemetry/api";
-import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import type winston from "winston";
 import type { Metrics } from "../metrics.js";
+import { traceContext } from "../telemetry/trace-context.js";
 
 // The one interceptor chain every protocol passes through, REST included.
 
@@ -29,14 +29,15 @@ function protocolOf(contentType: string | null, restRoute: string | undefined, w
   return "connect";
 }
 
+/** The caller's x-request-id (bounded), or a new one. */
+export function requestIdFrom(header: string | null | undefined): string {
+  return header?.slice(0, 128) || randomUUID();
+}
+
 // Codes that mean the service, not the caller, failed: those mark the span as
 // an error (OpenTelemetry's RPC conventions for servers).
 const SERVER_FAULTS = new Set([Code.Unknown, Code.DeadlineExceeded, Code.Unimplemented, Code.Internal, Code.Unavailable, Code.DataLoss]);
 
-// W3C trace context is the wire format callers use here; read it directly
-// rather than through the global propagator, which is only installed when
-// main.ts sets tracing up.
-const traceContext = new W3CTraceContextPropagator();
 const headerGetter: TextMapGetter<Headers> = {
   get: (h, key) => h.get(key) ?? undefined,
   keys: (h) => [...h.keys()],
@@ -50,7 +51,7 @@ const headerGetter: TextMapGetter<Headers> = {
 export function observe(logger: winston.Logger, metrics: Metrics, tracer: Tracer): Interceptor {
   return (next) => async (req) => {
     const started = performance.now();
-    const requestId = req.header.get("x-request-id")?.slice(0, 128) || randomUUID();
+    const requestId = requestIdFrom(req.header.get("x-request-id"));
     const restRoute = req.contextValues.get(restRouteKey);
     const protocol = protocolOf(req.header.get("content-type"), restRoute, req.contextValues.get(wireProtocolKey));
     const procedure = `${req.service.typeName}/${req.method.name}`;

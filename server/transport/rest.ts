@@ -1,13 +1,13 @@
-import { randomUUID } from "node:crypto";
 import type * as http from "node:http";
 import type * as http2 from "node:http2";
 import { createRegistry, fromBinary, fromJson, toJson, type DescMessage, type JsonObject, type JsonValue, type Registry } from "@bufbuild/protobuf";
 import type { ConnectRouter, ContextValues } from "@connectrpc/connect";
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { UniversalHandler } from "@connectrpc/connect/protocol";
+import { bearerToken } from "../auth/authenticate.js";
 import { file_google_rpc_error_details } from "../../gen/google/rpc/error_details_pb.js";
 import { RequestMappingError, checkRoutes, matchPath, requestJson, routesOf, splitPath, type Route } from "./http-rules.js";
-import { restRouteKey } from "./interceptors.js";
+import { requestIdFrom, restRouteKey } from "./interceptors.js";
 import type { UniversalRequestFactory } from "./server.js";
 import { codeFromConnectName, httpStatusOf, statusNameOf } from "./status.js";
 
@@ -79,7 +79,6 @@ export class RestError extends Error {
   }
 }
 
-const BEARER = /^Bearer\s+[A-Za-z0-9_\-.=]+$/i;
 
 export function sendRestError(res: NodeResponse, httpStatus: number, code: Code, message: string, details: JsonValue[] = [], extraHeaders: Record<string, string> = {}) {
   // RFC 6750 §3: a 401 names the scheme the caller should use.
@@ -280,9 +279,7 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     const { route, vars } = found;
     progress.procedure = `${route.method.parent.typeName}/${route.method.name}`;
     progress.route = `${route.httpMethod} ${route.template}`;
-    if (options.bearerRequired && !BEARER.test(String(req.headers.authorization ?? "").trim())) {
-      throw new RestError(Code.Unauthenticated, req.headers.authorization ? "the authorization header is not a bearer token" : "a bearer token is required");
-    }
+    if (options.bearerRequired) bearerToken(String(req.headers.authorization ?? ""));
     const hasBody = route.body !== "";
     const bytes = await readBody(req, options.maxBodyBytes);
     const body = hasBody ? parseJsonBody(bytes, req.headers["content-type"]) : undefined;
@@ -332,11 +329,14 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
       const started = performance.now();
       const progress: Progress = { procedure: "unmatched", dispatched: false };
       handle(req, res, progress).catch((e: unknown) => {
-        const refused = e instanceof RestError ? e : new RestError(Code.Internal, "internal error", 500);
-        if (!(e instanceof RestError)) options.onInternalError(e);
+        // A RestError, or a deliberate ConnectError (the bearer check), is the
+        // caller's answer; anything else is ours, logged and not shown.
+        const deliberate = e instanceof RestError ? e : e instanceof ConnectError && e.code !== Code.Internal ? new RestError(e.code, e.rawMessage) : undefined;
+        if (!deliberate) options.onInternalError(e);
+        const refused = deliberate ?? new RestError(Code.Internal, "internal error", 500);
         if (progress.dispatched) return sendRestError(res, refused.httpStatus, refused.code, refused.message);
         // Never reached the interceptor chain: record it here, with a request id.
-        const requestId = String(req.headers["x-request-id"] ?? "").slice(0, 128) || randomUUID();
+        const requestId = requestIdFrom(req.headers["x-request-id"] as string | undefined);
         sendRestError(res, refused.httpStatus, refused.code, refused.message, refused.details, { ...refused.headers, "x-request-id": requestId });
         options.onRefused({ procedure: progress.procedure, route: progress.route, code: refused.code, seconds: (performance.now() - started) / 1000, requestId });
       });

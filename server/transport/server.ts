@@ -5,7 +5,7 @@ import type { JsonValue } from "@bufbuild/protobuf";
 import { Code, ConnectError, createConnectRouter, createContextValues, type ContextValues } from "@connectrpc/connect";
 import { universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import type { UniversalHandler, UniversalServerRequest, UniversalServerResponse } from "@connectrpc/connect/protocol";
-import { codeFromHttpStatus, errorFromJsonBytes } from "@connectrpc/connect/protocol-connect";
+import { codeFromHttpStatus, codeToHttpStatus, errorFromJsonBytes, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { contentTypeProto as grpcContentTypeProto, parseTimeout as parseGrpcTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { Health } from "../../gen/health/v1/health_pb.js";
 import { AuditService } from "../../gen/video/v1/audit_service_pb.js";
@@ -373,8 +373,8 @@ export async function sendUniversalResponse(uRes: UniversalServerResponse, res: 
   if (status === 500 && body !== undefined) {
     const error = undecodableRequest(connectError(body, status));
     if (error) {
-      status = 400;
-      body = new TextEncoder().encode(JSON.stringify({ code: "invalid_argument", message: error.rawMessage }));
+      status = codeToHttpStatus(error.code);
+      body = errorToJsonBytes(error, {});
     }
   }
   const headers = nodeHeaders(uRes.header ?? new Headers());
