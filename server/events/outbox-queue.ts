@@ -26,9 +26,6 @@ import type { Head, Share } from "./relay-rules.js";
 const VIDEO_LOCK_NAMESPACE = 0x76_6d_73_01; // "vms" + 1
 const POSITION_LOCK = 0x76_6d_73_02;
 
-const pending = <T extends { where: Function }>(q: T): T =>
-  (q as any).where("publish_time", "is", null).where("parked_time", "is", null);
-
 /**
  * Videos with pending events, oldest waiting first, found among the first
  * `window` pending events of videos not in `skip` (this relay's batches in
@@ -143,7 +140,12 @@ export function registerBacklogGauge(database: DatabaseHandle, metrics: Metrics)
     registers: [metrics.registry],
     collect: async function (this: Gauge) {
       try {
-        const row = await pending(database.db.selectFrom("outbox").select((eb) => eb.fn.countAll<string>().as("n"))).executeTakeFirst();
+        const row = await database.db
+          .selectFrom("outbox")
+          .select((eb) => eb.fn.countAll<string>().as("n"))
+          .where("publish_time", "is", null)
+          .where("parked_time", "is", null)
+          .executeTakeFirst();
         this.set(Number(row?.n ?? 0));
       } catch {
         // Database unreachable: keep the last figure rather than fail the scrape.

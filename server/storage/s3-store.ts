@@ -251,15 +251,7 @@ export class S3Store implements ObjectStore {
   }
 
   async completeMultipartUpload(key: string, uploadId: string, expectedSizeBytes: number): Promise<void> {
-    const parts: Part[] = [];
-    let marker: string | undefined;
-    do {
-      const page = await this.call(() =>
-        this.client.send(new ListPartsCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }), METADATA_TIMEOUT),
-      );
-      parts.push(...(page.Parts ?? []));
-      marker = page.IsTruncated ? page.NextPartNumberMarker : undefined;
-    } while (marker);
+    const parts = await this.call(() => this.listParts(key, uploadId));
     parts.sort((a, b) => a.PartNumber! - b.PartNumber!);
     const uploaded = parts.reduce((n, p) => n + Number(p.Size ?? 0), 0);
     if (uploaded !== expectedSizeBytes) {
@@ -302,19 +294,28 @@ export class S3Store implements ObjectStore {
   }
 
   async lastPartTime(key: string, uploadId: string): Promise<Date | undefined> {
-    let newest: Date | undefined;
-    let marker: string | undefined;
+    let parts: Part[];
     try {
-      do {
-        const page = await this.client.send(new ListPartsCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }), METADATA_TIMEOUT);
-        for (const p of page.Parts ?? []) if (p.LastModified && (!newest || p.LastModified > newest)) newest = p.LastModified;
-        marker = page.IsTruncated ? page.NextPartNumberMarker : undefined;
-      } while (marker);
+      parts = await this.listParts(key, uploadId);
     } catch (e) {
       if ((e as { name?: string }).name === "NoSuchUpload") return undefined;
       throw storageError(e);
     }
+    let newest: Date | undefined;
+    for (const p of parts) if (p.LastModified && (!newest || p.LastModified > newest)) newest = p.LastModified;
     return newest;
+  }
+
+  /** Every part of a multipart upload, all pages (S3 errors as thrown by the SDK). */
+  private async listParts(key: string, uploadId: string): Promise<Part[]> {
+    const parts: Part[] = [];
+    let marker: string | undefined;
+    do {
+      const page = await this.client.send(new ListPartsCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }), METADATA_TIMEOUT);
+      parts.push(...(page.Parts ?? []));
+      marker = page.IsTruncated ? page.NextPartNumberMarker : undefined;
+    } while (marker);
+    return parts;
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
