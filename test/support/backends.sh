@@ -74,6 +74,17 @@ apt_install() { # apt_install <debian package...>
     || die "apt-get install $* failed: $(tail -n 1 "$WORK/apt.log")"
 }
 
+group_stop() { # group_stop <pid of a process group leader>: TERM, up to 5 s, then KILL
+  kill -TERM -- "-$1" 2>/dev/null || return 0
+  local i
+  for i in $(seq 1 50); do
+    kill -0 -- "-$1" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL -- "-$1" 2>/dev/null
+  return 0
+}
+
 free_port() { # prints a TCP port that is free on 127.0.0.1 right now
   node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
 }
@@ -218,7 +229,7 @@ backend_pubsub() {
       setsid gcloud beta emulators pubsub start --host-port="127.0.0.1:$port" \
         --project=vms-test --data-dir="$dir/data" </dev/null >"$log" 2>&1 &
     local pid=$!
-    on_exit "pubsub_stop $pid"
+    on_exit "group_stop $pid"
     local deadline=$((SECONDS + START_TIMEOUT))
     until grep -q 'Server started, listening on' "$log"; do
       kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ] || break
@@ -227,23 +238,12 @@ backend_pubsub() {
     if grep -q 'Server started, listening on' "$log"; then
       started=1; break
     fi
-    pubsub_stop "$pid"
+    group_stop "$pid"
     grep -qi 'address already in use\|failed to bind' "$log" || break
   done
   [ "$started" -eq 1 ] || die "the Pub/Sub emulator did not start on 127.0.0.1:$port within ${START_TIMEOUT}s: $(grep -v '^\s*$' "$log" | tail -n 1)"
   export TEST_PUBSUB_EMULATOR_HOST="127.0.0.1:$port"
   note "Pub/Sub emulator: private instance on 127.0.0.1:$port"
-}
-
-pubsub_stop() { # pubsub_stop <pid of the process group leader>
-  kill -TERM -- "-$1" 2>/dev/null || return 0
-  local i
-  for i in $(seq 1 50); do
-    kill -0 -- "-$1" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -KILL -- "-$1" 2>/dev/null
-  return 0
 }
 
 # ------------------------------------------------------------ S3 (moto) ---
@@ -268,7 +268,7 @@ backend_s3() {
     # Its own process group: the pyenv shim runs Python as a child.
     setsid moto_server -H 127.0.0.1 -p "$port" </dev/null >"$log" 2>&1 &
     pid=$!
-    on_exit "s3_stop $pid"
+    on_exit "group_stop $pid"
     local deadline=$((SECONDS + START_TIMEOUT))
     until s3_answers "$port"; do
       kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ] || break
@@ -277,7 +277,7 @@ backend_s3() {
     if kill -0 "$pid" 2>/dev/null && s3_answers "$port"; then
       started=1; break
     fi
-    s3_stop "$pid"
+    group_stop "$pid"
     grep -qi 'address already in use' "$log" || break
   done
   # A pyenv shim whose Python has no moto says so on its first line.
@@ -293,17 +293,6 @@ backend_s3() {
 s3_answers() { # s3_answers <port>: an S3 ListBuckets answer comes back
   node -e 'fetch(process.argv[1]).then(async (r) => process.exit(r.ok && /ListAllMyBucketsResult/.test(await r.text()) ? 0 : 1), () => process.exit(1))' \
     "http://127.0.0.1:$1/" >/dev/null 2>&1
-}
-
-s3_stop() { # s3_stop <pid of the process group leader>
-  kill -TERM -- "-$1" 2>/dev/null || return 0
-  local i
-  for i in $(seq 1 50); do
-    kill -0 -- "-$1" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -KILL -- "-$1" 2>/dev/null
-  return 0
 }
 
 # ------------------------------------------------------------ tap warm-up ---
