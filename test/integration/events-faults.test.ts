@@ -1,7 +1,7 @@
 import pg from "pg";
 import t, { type Test } from "tap";
 import { createTestDatabase, postgresSkipReason } from "../support/postgres.js";
-import { Consumer, createTopic, emulatorClient, poll, pubsubSkipReason, sleep, startService, type ServiceProcess } from "../support/pubsub.js";
+import { Consumer, poll, pubsubSkipReason, sleep, startService, subscribedTopic, type ServiceProcess } from "../support/pubsub.js";
 import { startTcpProxy } from "../support/tcp-proxy.js";
 
 // The relay under faults, with the service talking to the Pub/Sub emulator
@@ -17,10 +17,7 @@ import { startTcpProxy } from "../support/tcp-proxy.js";
 const skip = postgresSkipReason() || pubsubSkipReason();
 
 async function setup(t: Test) {
-  const client = emulatorClient();
-  t.teardown(() => client.close());
-  const { subscription, name } = await createTopic(t, client);
-  const consumer = Consumer.start(t, subscription);
+  const { name, consumer } = await subscribedTopic(t);
   const url = await createTestDatabase(t);
   const db = new pg.Pool({ connectionString: url, max: 2 });
   t.teardown(() => db.end());

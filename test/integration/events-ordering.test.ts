@@ -3,7 +3,7 @@ import t from "tap";
 import { fromBinary } from "@bufbuild/protobuf";
 import { VideoUpdatedSchema, type VideoUpdated } from "../../gen/video/v1/events_pb.js";
 import { createTestDatabase, postgresSkipReason } from "../support/postgres.js";
-import { Consumer, createTopic, decodeEvent, emulatorClient, poll, pubsubSkipReason, startService } from "../support/pubsub.js";
+import { decodeEvent, poll, pubsubSkipReason, startService, subscribedTopic } from "../support/pubsub.js";
 
 // Per-video order with three replicas of the service relaying from one
 // PostgreSQL database, under concurrent writes to the same videos from all
@@ -17,10 +17,7 @@ const UPDATES = 180;
 const WORKERS = 24;
 
 t.test("three instances, concurrent writes to the same videos: every event arrives, in per-video order", { skip }, async (t) => {
-  const client = emulatorClient();
-  t.teardown(() => client.close());
-  const { subscription, name } = await createTopic(t, client);
-  const consumer = Consumer.start(t, subscription);
+  const { name, consumer } = await subscribedTopic(t);
   const url = await createTestDatabase(t);
   const db = new pg.Pool({ connectionString: url, max: 2 });
   t.teardown(() => db.end());

@@ -25,6 +25,7 @@ import {
   pubsubSkipReason,
   sleep,
   startService,
+  subscribedTopic,
   uniqueName,
 } from "../support/pubsub.js";
 
@@ -56,10 +57,7 @@ async function outbox(url: string, t: { teardown(fn: () => unknown): void }) {
 t.test("each write type is published once as a CloudEvent (binary mode), decodable with the generated messages", { skip }, async (t) => {
   for (const format of ["json", "protobuf"] as const) {
     await t.test(`EVENTS_FORMAT=${format}`, async (t) => {
-      const client = emulatorClient();
-      t.teardown(() => client.close());
-      const { subscription, name } = await createTopic(t, client);
-      const consumer = Consumer.start(t, subscription);
+      const { name, consumer } = await subscribedTopic(t);
       const url = await createTestDatabase(t);
       const db = await outbox(url, t);
       const svc = await startService(t, { databaseUrl: url, topic: name, format });
@@ -151,10 +149,7 @@ t.test("each write type is published once as a CloudEvent (binary mode), decodab
 });
 
 t.test("ListEvents and WatchEvents replay the published events in order and resume from a cursor", { skip }, async (t) => {
-  const client = emulatorClient();
-  t.teardown(() => client.close());
-  const { subscription, name } = await createTopic(t, client);
-  const consumer = Consumer.start(t, subscription);
+  const { name, consumer } = await subscribedTopic(t);
   const url = await createTestDatabase(t);
   const db = await outbox(url, t);
   const svc = await startService(t, { databaseUrl: url, topic: name });
@@ -325,10 +320,7 @@ t.test("a topic deleted while the service runs: the publish that finds it gone m
 });
 
 t.test("a poisoned outbox row is parked, logged and counted; other videos' events flow past it", { skip }, async (t) => {
-  const client = emulatorClient();
-  t.teardown(() => client.close());
-  const { subscription, name } = await createTopic(t, client);
-  const consumer = Consumer.start(t, subscription);
+  const { name, consumer } = await subscribedTopic(t);
   const url = await createTestDatabase(t);
   const db = await outbox(url, t);
   const svc = await startService(t, { databaseUrl: url, topic: name, env: { RELAY_BATCH_SIZE: "2" } });

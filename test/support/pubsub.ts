@@ -55,6 +55,14 @@ export async function createTopic(t: Teardown, client: PubSub, name = uniqueName
 
 // ---- consumer -----------------------------------------------------------------
 
+/** A client, a fresh topic with its subscription, and a consumer reading it; all torn down with t. */
+export async function subscribedTopic(t: Teardown): Promise<{ client: PubSub; topic: Topic; name: string; consumer: Consumer }> {
+  const client = emulatorClient();
+  t.teardown(() => client.close());
+  const { topic, subscription, name } = await createTopic(t, client);
+  return { client, topic, name, consumer: Consumer.start(t, subscription) };
+}
+
 export interface Delivery {
   /** ce-id */
   id: string;
