@@ -18,7 +18,7 @@ const ORPHAN_AGE_MS = 60 * 60_000;
 
 // How long a claimed row is kept from other janitors while its store calls
 // run; a janitor that dies mid-batch leaves its rows to be claimed again then.
-const CLAIM_MS = 5 * 60_000;
+export const CLAIM_MS = 5 * 60_000;
 
 /**
  * Removes the queued objects that are due, at most `batch` of them. The rows

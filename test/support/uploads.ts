@@ -8,7 +8,7 @@ import { createClient, type Client } from "@connectrpc/connect";
 import { EventService } from "../../gen/video/v1/event_service_pb.js";
 import type { Upload, UploadVideoContentRequestSchema } from "../../gen/video/v1/video_service_pb.js";
 import type { Video } from "../../gen/video/v1/video_pb.js";
-import { removeQueuedObjects } from "../../server/uploads/storage-janitor.js";
+import { CLAIM_MS, removeQueuedObjects } from "../../server/uploads/storage-janitor.js";
 import { postgresSkipReason } from "./postgres.js";
 import { s3Env, s3SkipReason, type TestBucket } from "./s3.js";
 import { startTestServer, type DatabaseKind, type Teardown, type TestServer } from "./server.js";
@@ -55,7 +55,7 @@ export interface UploadHarness {
   /** Rows waiting in the storage janitor's queue for a key. */
   queuedDeletions(key?: string): Promise<{ object_key: string | null; attempts: number; last_error: string | null }[]>;
   /**
-   * Queued removals that are due by the server's clock or being retried —
+   * Queued removals that are due by the server's clock, claimed or being retried —
    * all but the sweeps scheduled for later (a deleted video's presigned URL
    * is swept again once it has expired).
    */
@@ -141,7 +141,9 @@ export async function startUploadServer(t: Teardown, o: HarnessOptions): Promise
       return ctx.db
         .selectFrom("storage_deletions")
         .select(["object_key", "attempts", "last_error"])
-        .where((eb) => eb.or([eb("next_attempt_time", "<=", now()), eb("attempts", ">", 0)]))
+        // A row a janitor has claimed is moved CLAIM_MS ahead until its store
+        // calls are done; it is still pending. The later sweeps are a day out.
+        .where((eb) => eb.or([eb("next_attempt_time", "<=", new Date(now().getTime() + CLAIM_MS)), eb("attempts", ">", 0)]))
         .execute();
     },
     async drainJanitor(timeoutMs = 15_000) {
