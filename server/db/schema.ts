@@ -42,13 +42,26 @@ export interface OutboxTable {
   payload: Uint8Array;
   payload_json: ColumnType<string | null, string | null | undefined, never>;
   create_time: Timestamp;
-  publish_position: ColumnType<string | null, never, number | string>;
-  publish_time: ColumnType<Date | null, never, Date | string>;
   attempts: ColumnType<number, never, number>;
   last_error: ColumnType<string | null, never, string | null>;
   parked_time: ColumnType<Date | null, never, Date | string>;
   trace_parent: ColumnType<string | null, string | null | undefined, never>;
   trace_state: ColumnType<string | null, string | null | undefined, never>;
+}
+
+/** Events not yet published nor parked (filled by trigger on insert into outbox). */
+export interface OutboxPendingTable {
+  id: string;
+  video_id: string;
+  sequence: ColumnType<string, number | string, never>;
+}
+
+/** Published events; position is the ListEvents cursor. */
+export interface OutboxPublishedTable {
+  position: ColumnType<string, number | string, never>;
+  id: string;
+  video_id: string;
+  publish_time: ColumnType<Date, Date | string, never>;
 }
 
 export interface VideoCreateRequestsTable {
@@ -123,6 +136,8 @@ export interface Database {
   videos: VideosTable;
   video_create_requests: VideoCreateRequestsTable;
   outbox: OutboxTable;
+  outbox_pending: OutboxPendingTable;
+  outbox_published: OutboxPublishedTable;
   audit_events: AuditEventsTable;
   uploads: UploadsTable;
   storage_deletions: StorageDeletionsTable;

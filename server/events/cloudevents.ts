@@ -13,11 +13,14 @@ const registry = createRegistry(file_video_v1_events);
 
 export type EventsFormat = "json" | "protobuf";
 
-/** An outbox row as the relay reads it. */
+/**
+ * An outbox row as the relay reads it. Its binary payload may be left out
+ * (null) when the stored JSON is what gets sent.
+ */
 export type StoredEvent = Pick<
   Selectable<OutboxTable>,
-  "id" | "event_id" | "video_id" | "sequence" | "type" | "payload" | "payload_json" | "create_time" | "trace_parent" | "trace_state"
->;
+  "id" | "event_id" | "video_id" | "sequence" | "type" | "payload_json" | "create_time" | "trace_parent" | "trace_state"
+> & { payload: Uint8Array | null };
 
 export interface CloudEvent {
   attributes: Record<string, string>;
@@ -36,6 +39,7 @@ export function eventSchema(type: string): DescMessage {
 
 export function decodePayload(event: Pick<StoredEvent, "type" | "payload">): Message {
   const desc = eventSchema(event.type);
+  if (!event.payload) throw new UndecodableEvent(`${event.type} has no payload`);
   try {
     return fromBinary(desc, event.payload);
   } catch (e) {
@@ -60,7 +64,7 @@ export function toCloudEvent(event: StoredEvent, format: EventsFormat): CloudEve
   if (format === "json") data = Buffer.from(event.payload_json ?? encodeJson(desc, decodePayload(event)));
   else {
     decodePayload(event);
-    data = Buffer.from(event.payload);
+    data = Buffer.from(event.payload!);
   }
   return {
     attributes: {

@@ -5,15 +5,16 @@ import type { Kysely, Selectable } from "kysely";
 import { EventSchema, EventService, type Event } from "../../gen/video/v1/event_service_pb.js";
 import { callerOf } from "../auth/caller.js";
 import { assertMayReadEvents } from "../auth/policy.js";
-import type { Database, OutboxTable } from "../db/schema.js";
+import type { Database, OutboxPublishedTable, OutboxTable } from "../db/schema.js";
 import { invalidArgument, type FieldViolation } from "../errors.js";
 import { videoId } from "../videos/rules.js";
 import { decodePayload } from "./cloudevents.js";
 import type { OutboxRelay } from "./relay.js";
 
 // Replay of published events from the outbox history (kept for
-// OUTBOX_RETENTION). Only published events are shown, in publish_position
-// order, which grows in commit order, so a cursor never skips one.
+// OUTBOX_RETENTION). Only published events are shown, in the order of their
+// outbox_published position, which grows in commit order, so a cursor never
+// skips one.
 
 const PAGE = { default: 100, max: 1000 };
 
@@ -22,7 +23,8 @@ const payloadCase = new Map(
   EventSchema.oneofs[0].fields.map((f) => [f.message!.typeName, f.localName as NonNullable<Event["payload"]["case"]>]),
 );
 
-type EventRow = Pick<Selectable<OutboxTable>, "event_id" | "video_id" | "sequence" | "type" | "payload" | "create_time" | "publish_position">;
+type EventRow = Pick<Selectable<OutboxTable>, "event_id" | "video_id" | "sequence" | "type" | "payload" | "create_time"> &
+  Pick<Selectable<OutboxPublishedTable>, "position">;
 
 function toEvent(row: EventRow): Event {
   return create(EventSchema, {
@@ -31,7 +33,7 @@ function toEvent(row: EventRow): Event {
     subject: row.video_id,
     sequence: BigInt(row.sequence),
     time: timestampFromDate(new Date(row.create_time)),
-    cursor: String(row.publish_position),
+    cursor: String(row.position),
     payload: { case: payloadCase.get(row.type), value: decodePayload(row) } as Event["payload"],
   });
 }
@@ -46,11 +48,12 @@ function parseFilter(req: { after: string; videoId: string }) {
 
 function page(db: Kysely<Database>, after: string, video: string | undefined, limit: number) {
   let q = db
-    .selectFrom("outbox")
-    .select(["event_id", "video_id", "sequence", "type", "payload", "create_time", "publish_position"])
-    .where("publish_position", ">", after);
-  if (video) q = q.where("video_id", "=", video);
-  return q.orderBy("publish_position").limit(limit).execute() as Promise<EventRow[]>;
+    .selectFrom("outbox_published as p")
+    .innerJoin("outbox as o", "o.id", "p.id")
+    .select(["o.event_id", "o.video_id", "o.sequence", "o.type", "o.payload", "o.create_time", "p.position"])
+    .where("p.position", ">", after);
+  if (video) q = q.where("p.video_id", "=", video);
+  return q.orderBy("p.position").limit(limit).execute() as Promise<EventRow[]>;
 }
 
 function nextPublication(relay: OutboxRelay, hc: HandlerContext, shutdown: AbortSignal, pollMs: number): Promise<void> {
@@ -77,7 +80,7 @@ export default (db: () => Kysely<Database>, relay: OutboxRelay, shutdown: AbortS
       const { after, videoId } = parseFilter(req);
       const size = req.pageSize === 0 ? PAGE.default : Math.min(req.pageSize, PAGE.max);
       const rows = await page(db(), after, videoId, size);
-      return { events: rows.map(toEvent), nextCursor: rows.length > 0 ? String(rows[rows.length - 1].publish_position) : req.after };
+      return { events: rows.map(toEvent), nextCursor: rows.length > 0 ? String(rows[rows.length - 1].position) : req.after };
     },
 
     async *watchEvents(req, hc) {
@@ -87,7 +90,7 @@ export default (db: () => Kysely<Database>, relay: OutboxRelay, shutdown: AbortS
       while (!hc.signal.aborted && !shutdown.aborted) {
         const rows = await page(db(), after, videoId, 500);
         for (const row of rows) yield toEvent(row);
-        if (rows.length > 0) after = String(rows[rows.length - 1].publish_position);
+        if (rows.length > 0) after = String(rows[rows.length - 1].position);
         else await nextPublication(relay, hc, shutdown, 1000);
       }
     },

@@ -3,7 +3,7 @@ import { Gauge } from "prom-client";
 import type { DatabaseHandle } from "../db/database.js";
 import type { Database } from "../db/schema.js";
 import type { Metrics } from "../metrics.js";
-import type { StoredEvent } from "./cloudevents.js";
+import type { EventsFormat, StoredEvent } from "./cloudevents.js";
 import type { Head, Share } from "./relay-rules.js";
 
 // The outbox as the relay's queue: the SQL of claiming, marking and cleaning
@@ -19,9 +19,13 @@ import type { Head, Share } from "./relay-rules.js";
 // stays open until the batch is published and marked, so a crash anywhere
 // leaves the events pending and they are sent again with the same ce-id.
 //
+// Pending and published live in narrow tables of their own (migrations/V7):
+// marking deletes outbox_pending rows and inserts outbox_published rows
+// instead of rewriting the wide outbox row with all its index entries.
+//
 // Positions: marking takes one global advisory lock until commit, so the
-// publish_position sequence is handed out in commit order — ListEvents can
-// page by it without skipping an event that committed late.
+// outbox_published positions are handed out in commit order — ListEvents can
+// page by them without skipping an event that committed late.
 
 const VIDEO_LOCK_NAMESPACE = 0x76_6d_73_01; // "vms" + 1
 const POSITION_LOCK = 0x76_6d_73_02;
@@ -31,31 +35,33 @@ const POSITION_LOCK = 0x76_6d_73_02;
  * `window` pending events of videos not in `skip` (this relay's batches in
  * flight and videos waiting out a backoff: their rows would only fill the
  * window). Each with its pending count up to `cap`, estimated from the first
- * and last pending sequence — two index probes, where counting would read
- * every pending row of every head. A video's pending sequences are
- * contiguous; a parked event among them only makes the estimate high, which
- * the claim's per-video LIMIT absorbs.
+ * and last pending sequence, where counting would read every pending row of
+ * every head. The first is the window's: a video's events are numbered in
+ * the order they are inserted, so its oldest pending event is in the window
+ * whenever any of its events is. The last is one index probe. A video's
+ * pending sequences are contiguous; a parked event among them only makes the
+ * estimate high, which the claim's per-video LIMIT absorbs.
  */
 export async function queueHeads(db: Kysely<Database>, skip: string[], window: number, cap: number): Promise<Head[]> {
   const { rows } = await sql<{ video_id: string; pending: number }>`
     with heads as (
-      select video_id, min(id) as first
+      select video_id, min(id) as first, min(sequence) as first_sequence
       from (
-        select video_id, id from outbox
+        select video_id, id, sequence from outbox_pending
         -- NOT IN a subquery is a hashed subplan even in the generic plan a
         -- named statement settles on; "<> all(array)" would then compare each
         -- row with every skipped video. (No NULLs on either side.)
-        where publish_time is null and parked_time is null and video_id not in (select unnest(${skip}::uuid[]))
+        where video_id not in (select unnest(${skip}::uuid[]))
         order by id limit ${window}
       ) w
       group by video_id
     )
-    select h.video_id::text as video_id, least(${cap}::int, s.last - s.first + 1)::int as pending
+    select h.video_id::text as video_id, least(${cap}::int, s.last - h.first_sequence + 1)::int as pending
     from heads h
     cross join lateral (
-      select
-        (select sequence from outbox o where o.video_id = h.video_id and o.publish_time is null and o.parked_time is null order by sequence limit 1) as first,
-        (select sequence from outbox o where o.video_id = h.video_id and o.publish_time is null and o.parked_time is null order by sequence desc limit 1) as last
+      select sequence as last from outbox_pending p
+      where p.video_id = h.video_id
+      order by sequence desc limit 1
     ) s
     order by h.first`.execute(db);
   return rows.map((r) => ({ videoId: r.video_id, pending: r.pending }));
@@ -72,7 +78,7 @@ export async function queueHeads(db: Kysely<Database>, skip: string[], window: n
  * its events published a second time. Reading after the locks are held sees
  * every batch committed by their previous holders.
  */
-export async function claim(trx: Transaction<Database>, plan: Share[]): Promise<StoredEvent[]> {
+export async function claim(trx: Transaction<Database>, plan: Share[], format: EventsFormat): Promise<StoredEvent[]> {
   if (plan.length === 0) return [];
   const { rows: locked } = await sql<{ video_id: string; take: number }>`
     select video_id::text as video_id, take
@@ -81,15 +87,19 @@ export async function claim(trx: Transaction<Database>, plan: Share[]): Promise<
     order by n`.execute(trx);
   if (locked.length === 0) return [];
   const { rows } = await sql<StoredEvent>`
-    select e.id, e.event_id, e.video_id, e.sequence, e.type, e.payload, e.payload_json, e.create_time, e.trace_parent, e.trace_state
+    select o.id, o.event_id::text, o.video_id::text, o.sequence, o.type,
+      -- The binary payload only where it is sent: decoding it is a third of
+      -- reading a row (hex on the wire), wasted when the stored JSON goes.
+      case when ${format === "protobuf"} or o.payload_json is null then o.payload end as payload,
+      o.payload_json, o.create_time, o.trace_parent, o.trace_state
     from unnest(${locked.map((l) => l.video_id)}::uuid[], ${locked.map((l) => l.take)}::int[]) with ordinality as l(video_id, take, n)
     cross join lateral (
-      select id, event_id::text, video_id::text, sequence, type, payload, payload_json, create_time, trace_parent, trace_state
-      from outbox o
-      where o.video_id = l.video_id and o.publish_time is null and o.parked_time is null
-      order by o.sequence
+      select p.id, p.sequence from outbox_pending p
+      where p.video_id = l.video_id
+      order by p.sequence
       limit l.take
     ) e
+    join outbox o on o.id = e.id
     order by l.n, e.sequence`.execute(trx);
   return rows;
 }
@@ -100,14 +110,18 @@ export async function markPublished(trx: Transaction<Database>, ids: string[]): 
   await sql`select pg_advisory_xact_lock(${POSITION_LOCK})`.execute(trx);
   // Under the lock no one else draws from the sequence, so one draw of
   // ids.length consecutive positions numbers the whole batch in one statement
-  // (the CTE holds volatile calls, so it runs exactly once).
+  // (the CTEs hold volatile calls and a data change, so each runs exactly once).
   await sql`
     with drawn as (
       select setval('outbox_publish_position', nextval('outbox_publish_position') + ${ids.length}::int - 1) as last
+    ), marked as (
+      delete from outbox_pending p using unnest(${ids}::bigint[]) with ordinality as u(id, n)
+      where p.id = u.id
+      returning p.id, p.video_id, u.n
     )
-    update outbox set publish_time = clock_timestamp(), publish_position = drawn.last - ${ids.length}::int + u.n
-    from drawn, unnest(${ids}::bigint[]) with ordinality as u(id, n)
-    where outbox.id = u.id`.execute(trx);
+    insert into outbox_published (position, id, video_id, publish_time)
+    select drawn.last - ${ids.length}::int + m.n, m.id, m.video_id, clock_timestamp()
+    from drawn, marked m`.execute(trx);
 }
 
 export async function recordFailures(trx: Transaction<Database>, ids: string[], error: string): Promise<void> {
@@ -121,15 +135,27 @@ export async function recordFailures(trx: Transaction<Database>, ids: string[], 
 
 /** Sets an event aside for good: it can never be published (undecodable). */
 export async function park(trx: Transaction<Database>, id: string, reason: string): Promise<void> {
+  await trx.deleteFrom("outbox_pending").where("id", "=", id).execute();
   await trx.updateTable("outbox").set({ parked_time: new Date(), last_error: reason.slice(0, 500) }).where("id", "=", id).execute();
 }
 
-/** Deletes up to 1000 events published before `cutoff`; bounded so it never holds locks for long. */
+/**
+ * Deletes up to 1000 events published before `cutoff`; bounded so it never
+ * holds locks for long. Only the first 1000 positions are looked at: publish
+ * times grow with position (both are taken under the position lock), so the
+ * expired events are a prefix and no index on publish_time is needed.
+ */
 export async function deleteExpired(db: Kysely<Database>, cutoff: Date): Promise<void> {
-  await db
-    .deleteFrom("outbox")
-    .where("id", "in", (eb) => eb.selectFrom("outbox").select("id").where("publish_time", "<", cutoff).limit(1000))
-    .execute();
+  // Raw: the builder cannot chain a DELETE … RETURNING into another DELETE.
+  await sql`
+    with expired as (
+      delete from outbox_published where position in (
+        select position from (select position, publish_time from outbox_published order by position limit 1000) first
+        where publish_time < ${cutoff}
+      )
+      returning id
+    )
+    delete from outbox where id in (select id from expired)`.execute(db);
 }
 
 /** events_outbox_backlog, read at scrape time, so the figure is the database's, across replicas. */
@@ -141,10 +167,8 @@ export function registerBacklogGauge(database: DatabaseHandle, metrics: Metrics)
     collect: async function (this: Gauge) {
       try {
         const row = await database.db
-          .selectFrom("outbox")
+          .selectFrom("outbox_pending")
           .select((eb) => eb.fn.countAll<string>().as("n"))
-          .where("publish_time", "is", null)
-          .where("parked_time", "is", null)
           .executeTakeFirst();
         this.set(Number(row?.n ?? 0));
       } catch {

@@ -222,7 +222,7 @@ export class OutboxRelay extends EventEmitter {
     const claim$ = new Promise<number>((resolve) => (claimed = resolve));
     const batch: Batch = { videos: [], done: Promise.resolve() };
     const work = this.db.transaction().execute(async (trx) => {
-      const events = await claim(trx, plan);
+      const events = await claim(trx, plan, this.options.format);
       const got = new Set(events.map((e) => e.video_id));
       batch.videos = [...got];
       if (events.length > 0) this.inFlight.add(batch);

@@ -176,24 +176,25 @@ async function relayRun(databaseUrl: string, topicName: string, emulatorHost: st
     );
     // Planner statistics, as autovacuum keeps them in a running service (a
     // bulk-loaded table without them gets poor plans for the first claims).
-    await pool.query("analyze outbox");
+    await pool.query("analyze outbox, outbox_pending");
     const cpu = process.cpuUsage();
     const t0 = Date.now();
     relay.start();
     for (;;) {
-      const { rows } = await pool.query("select count(*)::int as n from outbox where publish_time is null");
+      const { rows } = await pool.query("select count(*)::int as n from outbox_pending");
       if (rows[0].n === 0) break;
       if (Date.now() - t0 > 300_000) throw new Error("the relay did not drain the backlog within 300 s");
       await sleep(50);
     }
     // Includes up to one 50 ms poll interval of idle waiting: a slight overestimate of the relay's CPU.
     const cpuUsPerEvent = cpuSince(cpu);
-    const { rows } = await pool.query("select (extract(epoch from max(publish_time)) * 1000)::float8 as last from outbox");
+    const { rows } = await pool.query("select (extract(epoch from max(publish_time)) * 1000)::float8 as last from outbox_published");
     const ms = rows[0].last - t0;
     // Leave the table as it was for the next round, vacuumed now rather than
     // by autovacuum during the next measured run (raw or relay).
     await pool.query("delete from outbox");
-    await pool.query("vacuum outbox");
+    await pool.query("delete from outbox_published");
+    await pool.query("vacuum outbox, outbox_pending, outbox_published");
     // Its WAL written out now, not by the checkpointer during the next run (needs a superuser or pg_checkpoint; best effort).
     await pool.query("checkpoint").catch(() => {});
     return { eventsPerSecond: (EVENTS / ms) * 1000, cpuUsPerEvent };
@@ -258,13 +259,13 @@ async function lagRun(databaseUrl: string, topicName: string, emulatorHost: stri
     await Promise.all(inflight);
     const elapsed = performance.now() - t0;
     for (const deadline = Date.now() + 60_000; ; ) {
-      const { rows } = await pool.query("select count(*)::int as n from outbox where publish_time is null");
+      const { rows } = await pool.query("select count(*)::int as n from outbox_pending");
       if (rows[0].n === 0) break;
       if (Date.now() > deadline) throw new Error("events still pending 60 s after the lag run");
       await sleep(100);
     }
     const { rows } = await pool.query(
-      "select (extract(epoch from publish_time - create_time) * 1000)::float8 as ms from outbox where create_time >= $1 order by 1",
+      "select (extract(epoch from p.publish_time - o.create_time) * 1000)::float8 as ms from outbox o join outbox_published p on p.id = o.id where o.create_time >= $1 order by 1",
       [since],
     );
     const lags = rows.map((r) => r.ms as number);

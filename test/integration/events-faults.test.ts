@@ -37,7 +37,7 @@ interface Row {
 async function rows(db: pg.Pool): Promise<Row[]> {
   return (
     await db.query(
-      "select event_id::text, video_id::text, sequence::int, publish_time is not null as published, attempts from outbox order by video_id, sequence",
+      "select o.event_id::text, o.video_id::text, o.sequence::int, p.id is not null as published, o.attempts from outbox o left join outbox_published p on p.id = o.id order by o.video_id, o.sequence",
     )
   ).rows;
 }

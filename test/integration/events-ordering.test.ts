@@ -47,17 +47,17 @@ t.test("three instances, concurrent writes to the same videos: every event arriv
   );
   t.same(failures, [], "every write succeeded");
 
-  const rows = (await db.query("select event_id::text, video_id::text, sequence::int, publish_position from outbox order by video_id, sequence")).rows;
+  const rows = (await db.query("select o.event_id::text, o.video_id::text, o.sequence::int, p.position from outbox o left join outbox_published p on p.id = o.id order by o.video_id, o.sequence")).rows;
   t.equal(rows.length, VIDEOS + UPDATES, "one outbox event per write");
   await consumer.untilAll(rows.map((r) => r.event_id), 60_000);
-  await poll(async () => (await db.query("select count(*)::int as n from outbox where publish_time is null")).rows[0].n === 0, 10_000, "all marked");
+  await poll(async () => (await db.query("select count(*)::int as n from outbox_pending")).rows[0].n === 0, 10_000, "all marked");
 
   const unique = consumer.unique();
   t.equal(unique.length, rows.length, "no event that was not written");
   const duplicates = consumer.deliveries.length - unique.length;
   t.comment(`${consumer.deliveries.length} deliveries, ${duplicates} duplicates removed by ce-id`);
 
-  const marked = (await db.query("select event_id::text, video_id::text, sequence::int, publish_position::bigint as pos from outbox order by video_id, sequence")).rows;
+  const marked = (await db.query("select o.event_id::text, o.video_id::text, o.sequence::int, p.position::bigint as pos from outbox o left join outbox_published p on p.id = o.id order by o.video_id, o.sequence")).rows;
   for (const video of videos) {
     const expected = rows.filter((r) => r.video_id === video);
     const arrived = unique.filter((d) => d.attributes["ce-subject"] === video);
@@ -69,7 +69,7 @@ t.test("three instances, concurrent writes to the same videos: every event arriv
     const stored = (await db.query("select payload from outbox where video_id = $1 and sequence > 1 order by sequence", [video])).rows;
     t.same(titles, stored.map((r) => fromBinary(VideoUpdatedSchema, r.payload).video?.title), `video ${video}: payloads in the same order`);
     const pos = marked.filter((r) => r.video_id === video).map((r) => BigInt(r.pos));
-    t.ok(pos.every((p, i) => i === 0 || p > pos[i - 1]), `video ${video}: publish_position (the ListEvents cursor) grows with sequence`);
+    t.ok(pos.every((p, i) => i === 0 || p > pos[i - 1]), `video ${video}: the published position (the ListEvents cursor) grows with sequence`);
   }
 
   // Every instance relays: the test is only meaningful if they took turns.

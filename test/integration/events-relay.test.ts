@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { create, toBinary } from "@bufbuild/protobuf";
+import { sql } from "kysely";
 import pg from "pg";
 import t, { type Test } from "tap";
 import { VideoUpdatedSchema } from "../../gen/video/v1/events_pb.js";
@@ -7,6 +8,7 @@ import { openPostgres } from "../../server/db/database.js";
 import { migrate } from "../../server/db/migrate.js";
 import type { CloudEvent } from "../../server/events/cloudevents.js";
 import { LogPublisher, type EventPublisher } from "../../server/events/publishers.js";
+import { deleteExpired, markPublished } from "../../server/events/outbox-queue.js";
 import { OutboxRelay } from "../../server/events/relay.js";
 import { createLogger } from "../../server/logger.js";
 import { createMetrics } from "../../server/metrics.js";
@@ -87,7 +89,7 @@ async function relayOn(t: Test, bus: EventPublisher, batchSize: number) {
     );
   };
   const row = async (video: string) =>
-    (await db.query("select count(*) filter (where publish_time is null)::int as pending, max(attempts)::int as attempts from outbox where video_id = $1", [video])).rows[0] as { pending: number; attempts: number };
+    (await db.query("select count(p.id)::int as pending, max(o.attempts)::int as attempts from outbox o left join outbox_pending p on p.id = o.id where o.video_id = $1", [video])).rows[0] as { pending: number; attempts: number };
   return { relay, db, append, row };
 }
 
@@ -135,4 +137,34 @@ t.test("a video with a deep backlog does not hold back videos committed after it
   t.ok(deepSent < 100, `the other video went out while the deep one was still draining (${deepSent} of 400 sent by then)`);
   await poll(async () => (await row(deep)).pending === 0, 20_000, "the deep video drained");
   t.same(inOrder(bus.sent, deep), Array.from({ length: 400 }, (_, i) => i + 1), "the deep video's events in order, each once");
+});
+
+t.test("retention deletes the events published before the cutoff, with their positions; later and pending ones stay", { skip }, async (t) => {
+  const url = await createTestDatabase(t);
+  const database = openPostgres({ url, poolMax: 2 });
+  t.teardown(() => database.close());
+  await migrate(database, { dir: new URL("../../migrations", import.meta.url).pathname });
+  const db = database.db;
+  const video = randomUUID();
+  const payload = toBinary(VideoUpdatedSchema, create(VideoUpdatedSchema, { video: { id: video, title: "t" } }));
+  const ids: string[] = [];
+  for (let sequence = 1; sequence <= 4; sequence++) {
+    const row = await db
+      .insertInto("outbox")
+      .values({ event_id: randomUUID(), video_id: video, sequence, type: VideoUpdatedSchema.typeName, payload, create_time: new Date() })
+      .returning("id")
+      .executeTakeFirstOrThrow();
+    ids.push(row.id);
+  }
+  await db.transaction().execute((trx) => markPublished(trx, ids.slice(0, 3)));
+  // The first two were published ten days ago.
+  await sql`update outbox_published set publish_time = now() - interval '10 days' where id = any(${ids.slice(0, 2)}::bigint[])`.execute(db);
+
+  await deleteExpired(db, new Date(Date.now() - 7 * 86_400_000));
+  const left = await db.selectFrom("outbox").select("id").orderBy("id").execute();
+  t.same(left.map((r) => r.id), ids.slice(2), "the expired events are gone; the recent and the pending one stay");
+  const positions = await db.selectFrom("outbox_published").select("id").execute();
+  t.same(positions.map((r) => r.id), [ids[2]], "so are their positions");
+  const pending = await db.selectFrom("outbox_pending").select("id").execute();
+  t.same(pending.map((r) => r.id), [ids[3]], "the pending event is still queued");
 });

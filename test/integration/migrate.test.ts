@@ -1,4 +1,4 @@
-import { appendFile, cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { appendFile, cp, mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -52,6 +52,41 @@ function history(handle: DatabaseHandle) {
 }
 
 const behaviours: Record<string, (t: TestContext, open: Open) => Promise<void>> = {
+  async "V7 moves the outbox's published and pending events into their tables, positions kept"(t, open) {
+    const handle = await open(t);
+    const dir = await copyOfRealMigrations(t);
+    const later = (await readMigrations(dir)).filter((f) => Number(f.version) >= 7);
+    const held = await tempDir(t);
+    for (const f of later) await rename(join(dir, f.script), join(held, f.script));
+    await migrate(handle, { dir });
+    // Before V7: two published (positions 7 and 9), one pending, one parked.
+    await sql`insert into outbox (event_id, video_id, sequence, type, payload, create_time, publish_position, publish_time, parked_time) values
+      ('0198c1e2-0000-7000-8000-000000000001', '0198c1e2-0000-7000-8000-0000000000a1', 1, 'video.v1.VideoCreated', '\\x', now(), 7, now() - interval '1 minute', null),
+      ('0198c1e2-0000-7000-8000-000000000002', '0198c1e2-0000-7000-8000-0000000000a1', 2, 'video.v1.VideoUpdated', '\\x', now(), 9, now(), null),
+      ('0198c1e2-0000-7000-8000-000000000003', '0198c1e2-0000-7000-8000-0000000000a1', 3, 'video.v1.VideoUpdated', '\\x', now(), null, null, null),
+      ('0198c1e2-0000-7000-8000-000000000004', '0198c1e2-0000-7000-8000-0000000000b2', 1, 'video.v1.Exploded', '\\x', now(), null, null, now())`.execute(handle.db);
+    for (const f of later) await rename(join(held, f.script), join(dir, f.script));
+    t.same((await migrate(handle, { dir })).applied, later.map((f) => f.script));
+
+    const published = await sql<{ position: string; event_id: string }>`
+      select p.position::text, o.event_id::text from outbox_published p join outbox o on o.id = p.id order by p.position`.execute(handle.db);
+    t.same(
+      published.rows,
+      [
+        { position: "7", event_id: "0198c1e2-0000-7000-8000-000000000001" },
+        { position: "9", event_id: "0198c1e2-0000-7000-8000-000000000002" },
+      ],
+      "published events keep their positions (ListEvents cursors stay valid)",
+    );
+    const pending = await sql<{ event_id: string }>`select o.event_id::text from outbox_pending q join outbox o on o.id = q.id`.execute(handle.db);
+    t.same(pending.rows, [{ event_id: "0198c1e2-0000-7000-8000-000000000003" }], "the unpublished event is pending; the parked one is not");
+
+    await sql`insert into outbox (event_id, video_id, sequence, type, payload, create_time) values
+      ('0198c1e2-0000-7000-8000-000000000005', '0198c1e2-0000-7000-8000-0000000000c3', 1, 'video.v1.VideoCreated', '\\x', now())`.execute(handle.db);
+    const queued = await sql<{ n: number }>`select count(*)::int as n from outbox_pending`.execute(handle.db);
+    t.equal(queued.rows[0].n, 2, "an event inserted after V7 is pending at once");
+  },
+
   async "applies the real migrations once and records them as Flyway does"(t, open) {
     const handle = await open(t);
     const files = await readMigrations(realDir);
