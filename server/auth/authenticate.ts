@@ -1,5 +1,5 @@
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { callerKey } from "./caller.js";
+import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
+import { callerKey, type Caller } from "./caller.js";
 import type { TokenVerifier } from "./jwt.js";
 
 // Services anyone may call: load balancers probe health, engineers list methods.
@@ -12,11 +12,20 @@ export function bearerToken(header: string): string {
   return m[1];
 }
 
+/** Set by the REST transcoder when it has verified the token itself (before reading the body). */
+export const authenticatedKey = createContextKey(false, { description: "the caller was verified before the interceptor chain" });
+
+/** The caller of an Authorization header, or UNAUTHENTICATED. */
+export function verifyAuthorization(verify: TokenVerifier): (authorization: string) => Promise<Caller> {
+  return (authorization) => verify(bearerToken(authorization));
+}
+
 /** Verifies the bearer token and puts the caller in the context values. */
 export function authenticate(verify: TokenVerifier): Interceptor {
+  const caller = verifyAuthorization(verify);
   return (next) => async (req) => {
-    if (OPEN_SERVICES.has(req.service.typeName)) return next(req);
-    req.contextValues.set(callerKey, await verify(bearerToken(req.header.get("authorization") ?? "")));
+    if (OPEN_SERVICES.has(req.service.typeName) || req.contextValues.get(authenticatedKey)) return next(req);
+    req.contextValues.set(callerKey, await caller(req.header.get("authorization") ?? ""));
     return next(req);
   };
 }

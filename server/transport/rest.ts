@@ -4,9 +4,10 @@ import { createRegistry, fromBinary, fromJson, toJson, type DescMessage, type Js
 import type { ConnectRouter, ContextValues } from "@connectrpc/connect";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { UniversalHandler } from "@connectrpc/connect/protocol";
-import { bearerToken } from "../auth/authenticate.js";
+import { callerKey, type Caller } from "../auth/caller.js";
 import { file_google_rpc_error_details } from "../../gen/google/rpc/error_details_pb.js";
 import { RequestMappingError, checkRoutes, matchPath, requestJson, routesOf, splitPath, type Route } from "./http-rules.js";
+import { authenticatedKey } from "../auth/authenticate.js";
 import { requestIdFrom, restRouteKey } from "./interceptors.js";
 import type { UniversalRequestFactory } from "./server.js";
 import { codeFromConnectName, httpStatusOf, statusNameOf } from "./status.js";
@@ -31,11 +32,12 @@ export interface RestOptions {
    */
   onRefused: (call: RefusedCall) => void;
   /**
-   * Refuse a request without a bearer token before its body is read, so an
-   * anonymous caller learns nothing of the validation rules (the token itself
-   * is verified by the interceptor chain).
+   * With auth on: verifies the Authorization header before the body is read,
+   * so a caller without a valid token learns nothing of the validation rules.
+   * The caller it yields goes to the interceptor chain, which then does not
+   * verify the token again.
    */
-  bearerRequired: boolean;
+  authenticate?: (authorization: string) => Promise<Caller>;
 }
 
 export interface RefusedCall {
@@ -279,7 +281,7 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     const { route, vars } = found;
     progress.procedure = `${route.method.parent.typeName}/${route.method.name}`;
     progress.route = `${route.httpMethod} ${route.template}`;
-    if (options.bearerRequired) bearerToken(String(req.headers.authorization ?? ""));
+    const caller = await options.authenticate?.(String(req.headers.authorization ?? ""));
     const hasBody = route.body !== "";
     const bytes = await readBody(req, options.maxBodyBytes);
     const body = hasBody ? parseJsonBody(bytes, req.headers["content-type"]) : undefined;
@@ -303,6 +305,7 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     const handler = handlers.get(route.method.parent.typeName + "/" + route.method.name)!;
     const header = forwardHeaders(req, new Headers({ "content-type": "application/json", "connect-protocol-version": "1" }));
     const values = options.contextValues(req).set(restRouteKey, `${route.httpMethod} ${route.template}`);
+    if (caller) values.set(callerKey, caller).set(authenticatedKey, true);
     const uReq = options.universalRequest(req, res, { body: request, header, contextValues: values, method: "POST", path: handler.requestPath });
     progress.dispatched = true;
     const uRes = await handler(uReq);

@@ -12,7 +12,7 @@ import { AuditService } from "../../gen/video/v1/audit_service_pb.js";
 import { EventService } from "../../gen/video/v1/event_service_pb.js";
 import { VideoService } from "../../gen/video/v1/video_service_pb.js";
 import auditRoutes from "../audit/audit-service.js";
-import { authenticate } from "../auth/authenticate.js";
+import { authenticate, verifyAuthorization } from "../auth/authenticate.js";
 import { createVerifier } from "../auth/jwt.js";
 import type { AppContext } from "../context.js";
 import eventRoutes from "../events/event-service.js";
@@ -42,11 +42,13 @@ export function createServer(ctx: AppContext) {
     format: ctx.cfg.events.format,
   });
   const probe = readinessProbe(ctx);
+  // One verifier (and its cached key set) for the interceptor chain and the REST transcoder.
+  const verifier = ctx.cfg.auth.jwt ? createVerifier(ctx.cfg.auth.jwt) : undefined;
   const router = createConnectRouter({
     interceptors: [
       observe(ctx.logger, ctx.metrics, ctx.tracer),
       publicErrors(ctx.logger),
-      ...(ctx.cfg.auth.jwt ? [authenticate(createVerifier(ctx.cfg.auth.jwt))] : []),
+      ...(verifier ? [authenticate(verifier)] : []),
     ],
     readMaxBytes: ctx.cfg.limits.maxBodyBytes,
     maxTimeoutMs: ctx.cfg.limits.maxRequestMs,
@@ -67,7 +69,7 @@ export function createServer(ctx: AppContext) {
     universalRequest,
     onInternalError: (e) => ctx.logger.error("rest call failed", { error: e instanceof Error ? e.stack : String(e) }),
     onRefused: (c) => recordCall(ctx.logger, ctx.metrics, { ...c, protocol: "rest", code: Code[c.code] }),
-    bearerRequired: Boolean(ctx.cfg.auth.jwt),
+    authenticate: verifier && verifyAuthorization(verifier),
   });
   const rpc = new Map(router.handlers.map((h) => [h.requestPath, h]));
   const contentUpload = createRestUploadHandler(router, { contextValues, universalRequest });

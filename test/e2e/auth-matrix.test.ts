@@ -563,7 +563,8 @@ t.test("who sees what: visibility and ownership, without existence leaks", async
 });
 
 t.test("health, readiness, metrics and reflection stay open without a token", async (t) => {
-  const { s } = await startSecuredServer(t);
+  const sec = await startSecuredServer(t);
+  const { s } = sec;
   for (const path of ["/health", "/health/ready", "/metrics"]) {
     const res = await s.clients.rest("GET", path);
     t.equal(res.status, 200, `GET ${path} without a token → 200`);
@@ -596,4 +597,21 @@ t.test("health, readiness, metrics and reflection stay open without a token", as
     expectRestError(t, basic, 401, "UNAUTHENTICATED", undefined, `POST /videos with ${what} and Basic credentials`);
     t.equal(basic.headers.get("www-authenticate"), 'Bearer realm="video-management-service"');
   }
+  // Nor with a token that does not verify: it is checked before the body too.
+  const impostor = await sign(await makeKey("RS256", sec.key.kid), { sub: "mallory", roles: ["admin"] });
+  for (const [what, authorization] of [
+    ["a junk bearer token", "Bearer not.a.token"],
+    ["a token signed by another key", `Bearer ${impostor}`],
+  ] as const) {
+    for (const [body, req] of [
+      ["an unknown field", { json: { title: "x", bogus: 1 } }],
+      ["malformed JSON", { body: '{"title":' }],
+    ] as const) {
+      const res = await s.clients.rest("POST", "/videos", { ...req, headers: { authorization } });
+      expectRestError(t, res, 401, "UNAUTHENTICATED", undefined, `POST /videos with ${body} and ${what}`);
+    }
+  }
+  const valid = await sec.token("editor-1", ["editor"]);
+  const bad = await s.clients.rest("POST", "/videos", { json: { title: "x", bogus: 1 }, headers: { authorization: `Bearer ${valid}` } });
+  expectRestError(t, bad, 400, "INVALID_ARGUMENT", undefined, "with a valid token, the same body gets its validation error");
 });
