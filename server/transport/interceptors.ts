@@ -4,6 +4,7 @@ import { context, isSpanContextValid, ROOT_CONTEXT, SpanKind, SpanStatusCode, tr
 import type winston from "winston";
 import type { Metrics } from "../metrics.js";
 import { traceContext } from "../telemetry/trace-context.js";
+import { undecodableRequest } from "./undecodable.js";
 
 // The one interceptor chain every protocol passes through, REST included.
 
@@ -154,7 +155,9 @@ export function publicErrors(logger: winston.Logger): Interceptor {
     try {
       return await next(req);
     } catch (e) {
-      if (e instanceof ConnectError) throw e;
+      // A request that did not decode, where that surfaces inside the chain
+      // (the request of a stream): the caller's fault, not ours.
+      if (e instanceof ConnectError) throw undecodableRequest(e) ?? e;
       const mapped = fromDependency(e);
       logger.error("call failed", {
         procedure: `${req.service.typeName}/${req.method.name}`,

@@ -28,6 +28,7 @@ import { createListener, type NodeRequest, type NodeResponse } from "./listener.
 import { reflectionRoutes } from "./reflection.js";
 import { createRestUploadHandler } from "./rest-upload.js";
 import { createRestHandler } from "./rest.js";
+import { undecodableRequest, withDecodingErrorsFixed } from "./undecodable.js";
 
 // Wires one handler set to every protocol: gRPC, gRPC-Web and Connect through
 // the Connect router, REST through the transcoder onto the same router, plus
@@ -362,7 +363,8 @@ function nodeHeaders(h: Headers): Record<string, string | string[]> {
  * Writes the router's response. One-message responses are written in one go;
  * streams, and HTTP/1.1 responses with trailers, go through connect-node's writer.
  */
-export async function sendUniversalResponse(uRes: UniversalServerResponse, res: NodeResponse, single: boolean): Promise<void> {
+export async function sendUniversalResponse(response: UniversalServerResponse, res: NodeResponse, single: boolean): Promise<void> {
+  const uRes = withDecodingErrorsFixed(response);
   const h2 = res instanceof http2.Http2ServerResponse;
   if (!single || (!h2 && uRes.trailer !== undefined)) return universalResponseToNodeResponse(uRes, res as http.ServerResponse);
   let body: Uint8Array | undefined;
@@ -500,15 +502,6 @@ function connectError(body: Uint8Array, status: number): ConnectError {
   } catch (e) {
     return e instanceof ConnectError ? e : fallback;
   }
-}
-
-// connect-es reports a request message that is not valid protobuf as INTERNAL
-// ("parse binary: …"). The fault is the caller's, and a caller retrying on
-// INTERNAL would only send the same bytes again: answer INVALID_ARGUMENT, as
-// connect-go and grpc-go do.
-function undecodableRequest(error: ConnectError): ConnectError | undefined {
-  if (error.code !== Code.Internal || !error.rawMessage.startsWith("parse binary: ")) return undefined;
-  return new ConnectError(`the request is not a valid protobuf message: ${error.rawMessage.slice(14)}`, Code.InvalidArgument);
 }
 
 function oneChunk(bytes: Uint8Array): AsyncIterable<Uint8Array> {

@@ -346,6 +346,22 @@ function behaviours(w: () => World) {
       t.equal(connectProto.status, 400, "Connect binary that is not protobuf: HTTP 400");
       t.equal(((await connectProto.json()) as { code: string }).code, "invalid_argument");
       t.equal(await countVideos(s.ctx), afterJson, "nothing written");
+
+      // The same bytes over gRPC-Web, and as the request of a server stream
+      // and of a client stream over gRPC: INVALID_ARGUMENT there too.
+      const notProto = Uint8Array.from([0x0a, 0x7f]);
+      const envelope = Buffer.concat([Buffer.from([0, 0, 0, 0, notProto.length]), notProto]);
+      const web = await fetch(`${s.baseUrl}${path}`, { method: "POST", headers: { "content-type": "application/grpc-web+proto", "x-grpc-web": "1" }, body: envelope });
+      const frames = Buffer.from(await web.arrayBuffer());
+      const trailerAt = frames.indexOf(0x80);
+      const webTrailer = decodeURIComponent(trailerAt >= 0 ? frames.subarray(trailerAt + 5).toString() : (web.headers.get("grpc-status") ?? ""));
+      t.match(webTrailer, /grpc-status: ?3\b/i, `gRPC-Web: INVALID_ARGUMENT (${webTrailer.trim().replace(/\r\n/g, "; ")})`);
+      t.match(webTrailer, /not a valid protobuf message/, "gRPC-Web: the message says so");
+      for (const streaming of ["/video.v1.EventService/WatchEvents", "/video.v1.VideoService/UploadVideoContent"]) {
+        const meta = await rawGrpc(s.baseUrl, streaming, notProto);
+        t.equal(meta["grpc-status"], String(Code.InvalidArgument), `${streaming}: INVALID_ARGUMENT (${meta["grpc-message"]})`);
+      }
+      t.equal(await countVideos(s.ctx), afterJson, "still nothing written");
     },
 
     async "hostile strings are stored verbatim and returned unchanged"(t: T) {
