@@ -81,7 +81,6 @@ export class RestError extends Error {
   }
 }
 
-
 export function sendRestError(res: NodeResponse, httpStatus: number, code: Code, message: string, details: JsonValue[] = [], extraHeaders: Record<string, string> = {}) {
   // RFC 6750 §3: a 401 names the scheme the caller should use.
   if (code === Code.Unauthenticated) extraHeaders = { ...extraHeaders, "www-authenticate": 'Bearer realm="video-management-service"' };
