@@ -1,4 +1,3 @@
-import http from "node:http";
 import t from "tap";
 import { Code } from "@connectrpc/connect";
 import { Video_State } from "../../gen/video/v1/video_pb.js";
@@ -6,7 +5,7 @@ import { reconcileUploads, removeQueuedObjects } from "../../server/uploads/stor
 import { createTestBucket, s3SkipReason, startS3FaultProxy, type S3FaultProxy, type TestBucket } from "../support/s3.js";
 import { expectCode, expectRestError, type Asserts, type Teardown } from "../support/server.js";
 import { startTcpProxy, type TcpProxy } from "../support/tcp-proxy.js";
-import { MiB, bytes, contentMessages, eventually, putParts, putSingle, sha256, startUploadServer, type UploadHarness } from "../support/uploads.js";
+import { MiB, bytes, contentMessages, eventually, openContentPut, putParts, putSingle, sha256, startUploadServer, type UploadHarness } from "../support/uploads.js";
 
 // Object storage faults, injected between the service and the S3 emulator:
 // service → TCP proxy (connection cuts) → HTTP proxy (503 SlowDown, slow or
@@ -183,16 +182,7 @@ t.test("object storage faults (S3 emulator behind fault proxies)", { skip: s3Ski
     // A REST stream, cut once parts are on their way.
     const s = await h.newVideo();
     const mark = proxy.requests.length;
-    const url = new URL(`${h.s.baseUrl}/videos/${s.id}/content`);
-    const req = http.request({ host: url.hostname, port: url.port, path: url.pathname, method: "PUT", headers: { "content-type": "video/mp4" } });
-    t.teardown(() => req.destroy());
-    const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
-      req.on("response", (res) => {
-        let body = "";
-        res.on("data", (d) => (body += d)).on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-      });
-      req.on("error", reject);
-    });
+    const { req, answer } = openContentPut(t, h, s.id);
     void (async () => {
       const chunk = bytes(MiB);
       for (let i = 0; i < 48 && !req.destroyed; i++) if (!req.write(chunk)) await new Promise((r) => req.once("drain", r));

@@ -1,5 +1,4 @@
 import { randomUUID } from "node:crypto";
-import http from "node:http";
 import t from "tap";
 import { Code } from "@connectrpc/connect";
 import { Video_State } from "../../gen/video/v1/video_pb.js";
@@ -7,7 +6,7 @@ import { sourceKey } from "../../server/storage/keys.js";
 import { reconcileUploads } from "../../server/uploads/storage-janitor.js";
 import { createTestBucket, type TestBucket } from "../support/s3.js";
 import { expectCode, type Teardown } from "../support/server.js";
-import { MiB, STORES, UPLOADED, bytes, eventually, putParts, putSingle, sha256, startUploadServer, type StoreKind, type UploadHarness } from "../support/uploads.js";
+import { MiB, STORES, UPLOADED, bytes, eventually, openContentPut, putParts, putSingle, sha256, startUploadServer, type StoreKind, type UploadHarness } from "../support/uploads.js";
 
 // What keeps storage and sessions consistent after the calls are over: the
 // storage janitor (removes the objects of deleted videos and abandoned
@@ -188,15 +187,7 @@ for (const store of STORES) {
       const v = await h.newVideo();
       const prefix = prefixOf(v.id);
       const data = bytes(20 * MiB);
-      const req = http.request({ host: "127.0.0.1", port: h.s.port, method: "PUT", path: `/videos/${v.id}/content`, headers: { "content-type": "video/mp4" } });
-      t.teardown(() => req.destroy());
-      const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
-        req.on("response", (res) => {
-          let body = "";
-          res.on("data", (d) => (body += d)).on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-        });
-        req.on("error", reject);
-      });
+      const { req, answer } = openContentPut(t, h, v.id);
       req.write(data.subarray(0, 12 * MiB));
       const key = await eventually(async () => {
         const uploads = await bucket!.multipartUploads(prefix);

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { Dirent } from "node:fs";
 import { readdir } from "node:fs/promises";
+import http from "node:http";
 import { join, relative } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { MessageInitShape } from "@bufbuild/protobuf";
@@ -181,6 +182,23 @@ export async function putParts(up: Upload, body: Uint8Array, only?: number[]): P
 }
 
 /** A client stream for UploadVideoContent: metadata, then the body in chunks. */
+/**
+ * A raw HTTP/1.1 PUT /videos/{id}/content that the test writes itself (to
+ * pause, pace or cut the stream), and the answer it gets.
+ */
+export function openContentPut(t: Teardown, h: UploadHarness, videoId: string): { req: http.ClientRequest; answer: Promise<{ status: number; body: string }> } {
+  const req = http.request({ host: "127.0.0.1", port: h.s.port, method: "PUT", path: `/videos/${videoId}/content`, headers: { "content-type": "video/mp4" } });
+  t.teardown(() => req.destroy());
+  const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+    req.on("response", (res) => {
+      let body = "";
+      res.on("data", (d) => (body += d)).on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on("error", reject);
+  });
+  return { req, answer };
+}
+
 export async function* contentMessages(
   meta: { id: string; contentType: string; checksumSha256?: string },
   body: Uint8Array,
