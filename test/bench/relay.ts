@@ -1,18 +1,18 @@
 // Relay benchmark — the outbox relay against the raw @google-cloud/pubsub
 // client on the same Pub/Sub emulator, in the same run.
 //
-//   throughput  events/s: N committed events drained by the relay (claim,
-//               publish, mark; RELAY_BATCH_SIZE default) vs the same N
-//               messages (same data, attributes, ordering keys, client
-//               settings) published straight from the SDK, built before its
-//               clock starts. The outbox rows carry the JSON appendEvent
-//               stores at write time, as the service writes them.
-//               Both sides start warm (the SDK's channel, the relay's
-//               publisher and database pool) and the order alternates by
-//               round (raw first, then relay first, …) so drift on a shared
-//               machine hits both. Also reported: this process's CPU time per
-//               event (user+sys ÷ events; the relay's PostgreSQL work is not
-//               in it), the steadier figure on a noisy machine.
+//   throughput  events/s: N events committed to the outbox in one
+//               transaction, drained by the service's relay (server/main.ts
+//               in its own process, as deployed: claim, publish, mark;
+//               RELAY_BATCH_SIZE default) vs the same N messages (same data,
+//               attributes, ordering keys, client settings) published straight
+//               from the SDK in this process, built before its clock starts.
+//               The outbox rows carry the JSON appendEvent stores at write
+//               time, as the service writes them. Both sides start warm and
+//               the order alternates by round (raw first, then relay first,
+//               …) so drift on a shared machine hits both. Also reported: each
+//               side's process CPU time per event (user+sys ÷ events; the
+//               relay's PostgreSQL work is not in it).
 //               target: relay ≥ 0.7 × raw
 //   lag         commit-to-publish p50/p99 at a sustained write load: the
 //               service (server/main.ts, its own process) takes REST writes
@@ -29,7 +29,8 @@
 //                               with gcloud and stopped)
 //   BENCH_RELAY_EVENTS          events per throughput run (10000)
 //   BENCH_RELAY_KEYS            distinct videos (ordering keys) among them (1000)
-//   BENCH_RELAY_ROUNDS          raw/relay pairs, alternated, after two warm-up pairs (5)
+//   BENCH_RELAY_ROUNDS          raw/relay pairs, alternated, after the warm-up pairs (5)
+//   BENCH_RELAY_WARMUP          raw/relay pairs run first and not counted (8)
 //   BENCH_RELAY_BATCH_SIZE      the relay's RELAY_BATCH_SIZE (unset: the service default)
 //   BENCH_RELAY_SETTLE_MS       pause before each measured run (1000)
 //   BENCH_RELAY_RATE            writes/s in the lag run (200)
@@ -44,7 +45,6 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { PubSub } from "@google-cloud/pubsub";
-import { sql } from "kysely";
 import pg from "pg";
 import { VideoUpdatedSchema } from "../../gen/video/v1/events_pb.js";
 import { Video_State as State, Video_Visibility as Visibility } from "../../gen/video/v1/video_pb.js";
@@ -52,18 +52,15 @@ import { loadConfig } from "../../server/config.js";
 import { openPostgres } from "../../server/db/database.js";
 import { migrate } from "../../server/db/migrate.js";
 import { encodeJson, toCloudEvent } from "../../server/events/cloudevents.js";
-import { PubSubPublisher } from "../../server/events/publishers.js";
-import { OutboxRelay } from "../../server/events/relay.js";
-import { createLogger } from "../../server/logger.js";
-import { createMetrics } from "../../server/metrics.js";
-import { PROJECT_ID, startEmulator, startService, type Emulator } from "../support/pubsub.js";
-import { adminQuery, databaseUrl } from "./procs.js";
+import { PROJECT_ID, startEmulator, startService, type Emulator, type ServiceProcess } from "../support/pubsub.js";
+import { adminQuery, cpuOf, databaseUrl } from "./procs.js";
 
 const env = process.env;
 const num = (name: string, fallback: number) => (env[name] ? Number(env[name]) : fallback);
 const EVENTS = num("BENCH_RELAY_EVENTS", 10_000);
 const KEYS = num("BENCH_RELAY_KEYS", 1000);
 const ROUNDS = num("BENCH_RELAY_ROUNDS", 5);
+const WARMUP = num("BENCH_RELAY_WARMUP", 8);
 const RATE = num("BENCH_RELAY_RATE", 200);
 const LAG_MS = num("BENCH_RELAY_LAG_MS", 10_000);
 const SETTLE_MS = num("BENCH_RELAY_SETTLE_MS", 1000);
@@ -150,60 +147,67 @@ async function rawRun(client: PubSub, topicName: string): Promise<Run> {
 
 // -------------------------------------------------------------------- relay ---
 
-async function relayRun(databaseUrl: string, topicName: string, emulatorHost: string): Promise<Run> {
-  process.env.PUBSUB_EMULATOR_HOST = emulatorHost;
-  const cfg = loadConfig({ PUBSUB_TOPIC: topicName, PUBSUB_PROJECT_ID: PROJECT_ID, RELAY_BATCH_SIZE: env.BENCH_RELAY_BATCH_SIZE });
-  // The service's pool size: the relay holds one connection per batch in flight.
-  const database = openPostgres({ url: databaseUrl, poolMax: cfg.database.poolMax });
-  const publisher = new PubSubPublisher({ projectId: PROJECT_ID, topic: topicName });
-  const logger = createLogger("error", true);
-  const relay = new OutboxRelay(
-    { database, publisher, logger, metrics: createMetrics() },
-    { batchSize: cfg.events.relayBatchSize, pollMs: cfg.events.relayPollMs, retentionMs: cfg.events.retentionMs, format: cfg.events.format },
-  );
-  const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
+/**
+ * The relay as deployed: the service (server/main.ts) in its own process,
+ * with its own settings (RELAY_BATCH_SIZE, DB_POOL_MAX) and nothing else to do.
+ * Its own process also keeps each side's garbage collection its own. When
+ * both ran in this process, an old-generation collection fell in 30 % of the
+ * raw side's windows and 60 % of the relay's (24 and 20 rounds), whichever
+ * side's garbage brought it on, and cost that window 8–20 µs of CPU per event.
+ */
+function startRelayService(databaseUrl: string, topicName: string, emulatorHost: string) {
+  return startService(teardown, {
+    databaseUrl,
+    topic: topicName,
+    pubsubHost: emulatorHost,
+    quiet: true,
+    // The service's default pool (test support gives its services a smaller one).
+    env: { DB_POOL_MAX: String(loadConfig({}).database.poolMax), ...(env.BENCH_RELAY_BATCH_SIZE ? { RELAY_BATCH_SIZE: env.BENCH_RELAY_BATCH_SIZE } : {}) },
+  });
+}
+
+async function relayRun(svc: ServiceProcess, pool: pg.Pool): Promise<Run> {
+  const w = workload();
+  const client = await pool.connect();
+  let t0: number;
+  let cpu0: number;
   try {
-    // Warm the publisher's connection, as the raw side does, and a few pool connections.
-    await Promise.all(Array.from({ length: 6 }, () => sql`select 1`.execute(database.db)));
-    await publisher.publish([toCloudEvent({ id: "0", event_id: randomUUID(), video_id: randomUUID(), sequence: "1", type: VideoUpdatedSchema.typeName, payload: payload(randomUUID(), 0).binary, payload_json: null, create_time: new Date(), trace_parent: null, trace_state: null }, "json")]);
-    const w = workload();
-    const now = new Date();
-    // Committed before the relay starts: the run measures draining a backlog.
-    await pool.query(
+    // One transaction, so the relay sees the whole backlog at once, at commit
+    // (its NOTIFY wakes it): the run measures draining a committed backlog.
+    await client.query("begin");
+    await client.query(
       `insert into outbox (event_id, video_id, sequence, type, payload, payload_json, create_time)
-       select gen_random_uuid(), v, s, $1, p, j, $2 from unnest($3::uuid[], $4::bigint[], $5::bytea[], $6::text[]) as u(v, s, p, j)`,
-      [VideoUpdatedSchema.typeName, now, w.map((e) => e.videoId), w.map((e) => e.sequence), w.map((e) => Buffer.from(e.binary)), w.map((e) => e.json)],
+       select gen_random_uuid(), v, s, $1, p, j, now() from unnest($2::uuid[], $3::bigint[], $4::bytea[], $5::text[]) as u(v, s, p, j)`,
+      [VideoUpdatedSchema.typeName, w.map((e) => e.videoId), w.map((e) => e.sequence), w.map((e) => Buffer.from(e.binary)), w.map((e) => e.json)],
     );
     // Planner statistics, as autovacuum keeps them in a running service (a
     // bulk-loaded table without them gets poor plans for the first claims).
-    await pool.query("analyze outbox, outbox_pending");
-    const cpu = process.cpuUsage();
-    const t0 = Date.now();
-    relay.start();
-    for (;;) {
-      const { rows } = await pool.query("select count(*)::int as n from outbox_pending");
-      if (rows[0].n === 0) break;
-      if (Date.now() - t0 > 300_000) throw new Error("the relay did not drain the backlog within 300 s");
-      await sleep(50);
-    }
-    // Includes up to one 50 ms poll interval of idle waiting: a slight overestimate of the relay's CPU.
-    const cpuUsPerEvent = cpuSince(cpu);
-    const { rows } = await pool.query("select (extract(epoch from max(publish_time)) * 1000)::float8 as last from outbox_published");
-    const ms = rows[0].last - t0;
-    // Leave the table as it was for the next round, vacuumed now rather than
-    // by autovacuum during the next measured run (raw or relay).
-    await pool.query("delete from outbox");
-    await pool.query("delete from outbox_published");
-    await pool.query("vacuum outbox, outbox_pending, outbox_published");
-    // Its WAL written out now, not by the checkpointer during the next run (needs a superuser or pg_checkpoint; best effort).
-    await pool.query("checkpoint").catch(() => {});
-    return { eventsPerSecond: (EVENTS / ms) * 1000, cpuUsPerEvent };
+    // In the transaction, ANALYZE counts its uncommitted rows.
+    await client.query("analyze outbox, outbox_pending");
+    cpu0 = cpuOf(svc.child.pid);
+    t0 = Date.now();
+    await client.query("commit");
   } finally {
-    await relay.stop();
-    await publisher.close();
-    await pool.end();
-    await database.close();
+    client.release();
   }
+  for (;;) {
+    const { rows } = await pool.query("select count(*)::int as n from outbox_pending");
+    if (rows[0].n === 0) break;
+    if (Date.now() - t0 > 300_000) throw new Error("the relay did not drain the backlog within 300 s");
+    await sleep(50);
+  }
+  // Includes up to one 50 ms poll interval of idle service: a slight overestimate of the relay's CPU.
+  const cpuUsPerEvent = ((cpuOf(svc.child.pid) - cpu0) * 1000) / EVENTS;
+  const { rows } = await pool.query("select (extract(epoch from max(publish_time)) * 1000)::float8 as last from outbox_published");
+  const ms = rows[0].last - t0;
+  // Leave the tables as they were for the next round, vacuumed now rather
+  // than by autovacuum during the next measured run (raw or relay).
+  await pool.query("delete from outbox");
+  await pool.query("delete from outbox_published");
+  await pool.query("vacuum outbox, outbox_pending, outbox_published");
+  // Its WAL written out now, not by the checkpointer during the next run (needs a superuser or pg_checkpoint; best effort).
+  await pool.query("checkpoint").catch(() => {});
+  return { eventsPerSecond: (EVENTS / ms) * 1000, cpuUsPerEvent };
 }
 
 // ---------------------------------------------------------------------- lag ---
@@ -336,12 +340,19 @@ async function measure(): Promise<RelayBenchResult> {
     await lagTopic.delete().catch(() => {});
   });
 
-  // Warm-up (the emulator's and this process's JIT, both clients'
-  // connections), not counted: two pairs, as the first measured raw run after
-  // a single pair still ran at about half speed.
-  for (let i = 0; i < 2; i++) {
+  // The relay: the service in its own process, and a pool to load and watch its outbox.
+  const svc = await startRelayService(scratchUrl, topicName, host);
+  const pool = new pg.Pool({ connectionString: scratchUrl, max: 2 });
+  cleanups.unshift(() => pool.end());
+
+  // Warm-up, not counted: both clients' connections, both processes' JIT,
+  // and the emulator's. The emulator's JIT compiler is the longest: its
+  // compiler threads used 10–30 % of its CPU per round until the seventh or
+  // eighth pair (measured per thread from /proc), and more in relay rounds
+  // than in raw ones.
+  for (let i = 0; i < WARMUP; i++) {
     await rawRun(client, topicName);
-    await relayRun(scratchUrl, topicName, host);
+    await relayRun(svc, pool);
   }
   log("warmed up");
   const raw: Run[] = [];
@@ -357,7 +368,7 @@ async function measure(): Promise<RelayBenchResult> {
   };
   const runRelay = async (r: number) => {
     await settle();
-    relay.push(await relayRun(scratchUrl, topicName, host));
+    relay.push(await relayRun(svc, pool));
     log(`round ${r + 1}: relay   ${relay[r].eventsPerSecond.toFixed(0)} events/s, ${relay[r].cpuUsPerEvent.toFixed(1)} cpu µs/event`);
   };
   for (let r = 0; r < ROUNDS; r++) {
@@ -389,7 +400,7 @@ export function summary(r: RelayBenchResult): string {
   const mark = (ok: boolean) => (ok ? "PASS" : "MISS");
   const ratios = r.relayEventsPerSecond.map((x, i) => x / r.rawEventsPerSecond[i]);
   return [
-    `Relay benchmark: ${EVENTS} events over ${KEYS} ordering keys per run (interleaved), ${r.rawEventsPerSecond.length} rounds (raw, relay; relay, raw; …) after two warm-up pairs,` +
+    `Relay benchmark: ${EVENTS} events over ${KEYS} ordering keys per run (interleaved), ${r.rawEventsPerSecond.length} rounds (raw, relay; relay, raw; …) after ${WARMUP} warm-up pairs,` +
       ` RELAY_BATCH_SIZE ${loadConfig({ RELAY_BATCH_SIZE: env.BENCH_RELAY_BATCH_SIZE }).events.relayBatchSize}, one emulator, node ${process.version}`,
     `  throughput  raw @google-cloud/pubsub  median ${f0(median(r.rawEventsPerSecond))} events/s   [${r.rawEventsPerSecond.map(f0).join(", ")}]` +
       `   cpu µs/event ${f0(median(r.rawCpuUsPerEvent))}`,
