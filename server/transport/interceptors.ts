@@ -21,7 +21,8 @@ export const restRouteKey = createContextKey<string | undefined>(undefined, { de
  */
 export const wireProtocolKey = createContextKey<string | undefined>(undefined, { description: "protocol on the wire" });
 
-function protocolOf(contentType: string | null, restRoute: string | undefined, wire: string | undefined): string {
+/** The protocol label of a call, by its content type unless the transport said otherwise. */
+export function protocolOf(contentType: string | null, restRoute?: string, wire?: string): string {
   if (restRoute) return "rest";
   if (wire) return wire;
   if (!contentType) return "unknown";

@@ -23,7 +23,7 @@ import { startStorageUpkeep } from "../uploads/storage-janitor.js";
 import { MAX_UPLOAD_BYTES } from "../uploads/rules.js";
 import videoRoutes from "../videos/index.js";
 import healthRoutes, { readinessProbe } from "./health.js";
-import { observe, publicErrors, recordCall, wireProtocolKey } from "./interceptors.js";
+import { observe, protocolOf, publicErrors, recordCall, requestIdFrom, requestInfoKey, wireProtocolKey } from "./interceptors.js";
 import { createListener, type NodeRequest, type NodeResponse } from "./listener.js";
 import { reflectionRoutes } from "./reflection.js";
 import { createRestUploadHandler } from "./rest-upload.js";
@@ -106,10 +106,26 @@ export function createServer(ctx: AppContext) {
     const path = q < 0 ? url : url.slice(0, q);
     const uHandler = rpc.get(path);
     if (uHandler) {
-      const call = grpcUnary.accepts(req, uHandler)
-        ? grpcUnary.serve(req, res, uHandler, contextValues())
-        : uHandler(universalRequest(req, res, { body: requestBody(req), header: webHeaders(req), contextValues: contextValues() })).then((uRes) =>
-            sendUniversalResponse(uRes, res, singleResponse(uHandler)),
+      const started = performance.now();
+      const values = contextValues();
+      const plainGrpc = grpcUnary.accepts(req, uHandler);
+      // connect-es refuses some requests before the interceptor chain runs (a
+      // unary request that does not parse, a body over the limit, a bad
+      // timeout): counted and logged here, as the chain does for the rest.
+      const ended = (error: ConnectError) => {
+        if (values.get(requestInfoKey).requestId !== "") return;
+        recordCall(ctx.logger, ctx.metrics, {
+          protocol: plainGrpc ? "grpc" : protocolOf(String(req.headers["content-type"] ?? "")),
+          procedure: `${uHandler.service.typeName}/${uHandler.method.name}`,
+          code: Code[error.code],
+          seconds: (performance.now() - started) / 1000,
+          requestId: requestIdFrom(req.headers["x-request-id"] as string | undefined),
+        });
+      };
+      const call = plainGrpc
+        ? grpcUnary.serve(req, res, uHandler, values, ended)
+        : uHandler(universalRequest(req, res, { body: requestBody(req), header: webHeaders(req), contextValues: values })).then((uRes) =>
+            sendUniversalResponse(uRes, res, singleResponse(uHandler), ended),
           );
       call.catch((e: unknown) => ctx.logger.warn("response not delivered", { procedure: path, error: String(e) }));
       return;
@@ -363,8 +379,9 @@ function nodeHeaders(h: Headers): Record<string, string | string[]> {
  * Writes the router's response. One-message responses are written in one go;
  * streams, and HTTP/1.1 responses with trailers, go through connect-node's writer.
  */
-export async function sendUniversalResponse(response: UniversalServerResponse, res: NodeResponse, single: boolean): Promise<void> {
-  const uRes = withDecodingErrorsFixed(response);
+/** onError is told the error the response ends with, as sent. */
+export async function sendUniversalResponse(response: UniversalServerResponse, res: NodeResponse, single: boolean, onError: (error: ConnectError) => void): Promise<void> {
+  const uRes = withDecodingErrorsFixed(response, onError);
   const h2 = res instanceof http2.Http2ServerResponse;
   if (!single || (!h2 && uRes.trailer !== undefined)) return universalResponseToNodeResponse(uRes, res as http.ServerResponse);
   let body: Uint8Array | undefined;
@@ -374,12 +391,15 @@ export async function sendUniversalResponse(response: UniversalServerResponse, r
   // The client left; the call's signal has told the handler.
   if (res.writableEnded || (h2 ? res.stream.destroyed : res.destroyed)) return;
   let status = uRes.status;
-  if (status === 500 && body !== undefined) {
-    const error = undecodableRequest(connectError(body, status));
-    if (error) {
-      status = codeToHttpStatus(error.code);
-      body = errorToJsonBytes(error, {});
+  if (status !== 200 && uRes.trailer === undefined) {
+    // A Connect unary error: its status and JSON body.
+    const error = connectError(body ?? new Uint8Array(0), status);
+    const fixed = undecodableRequest(error);
+    if (fixed) {
+      status = codeToHttpStatus(fixed.code);
+      body = errorToJsonBytes(fixed, {});
     }
+    onError(fixed ?? error);
   }
   const headers = nodeHeaders(uRes.header ?? new Headers());
   if (uRes.trailer === undefined) headers["content-length"] = String(body?.byteLength ?? 0);
@@ -425,7 +445,7 @@ function grpcUnaryTranscoder(opt: { readMaxBytes: number; maxTimeoutMs: number }
     return type !== undefined && GRPC_BINARY.test(type) && (encoding === undefined || encoding === "identity");
   }
 
-  async function serve(req: NodeRequest, res: NodeResponse, h: UniversalHandler, values: ContextValues): Promise<void> {
+  async function serve(req: NodeRequest, res: NodeResponse, h: UniversalHandler, values: ContextValues, onError: (error: ConnectError) => void): Promise<void> {
     const header = webHeaders(req);
     // Read at most one message's worth; anything bigger is connect-es's to refuse.
     const reader = new BodyReader(req);
@@ -454,7 +474,7 @@ function grpcUnaryTranscoder(opt: { readMaxBytes: number; maxTimeoutMs: number }
     if (!plain) {
       const body = complete ? oneChunk(bytes) : replay(bytes, reader);
       const uRes = await h(universalRequest(req, res, { body, header, contextValues: values }));
-      return sendUniversalResponse(uRes, res, true);
+      return sendUniversalResponse(uRes, res, true, onError);
     }
 
     const message = bytes.subarray(5);
@@ -482,7 +502,9 @@ function grpcUnaryTranscoder(opt: { readMaxBytes: number; maxTimeoutMs: number }
       data.set(payload, 5);
     } else {
       const error = connectError(out ?? new Uint8Array(0), uRes.status);
-      setTrailerStatus(trailer, undecodableRequest(error) ?? error);
+      const sent = undecodableRequest(error) ?? error;
+      onError(sent);
+      setTrailerStatus(trailer, sent);
     }
     if (res.writableEnded || (res as http2.Http2ServerResponse).stream.destroyed) return;
     (res as http.ServerResponse).writeHead(200, { "content-type": grpcContentTypeProto, ...nodeHeaders(responseHeader) });

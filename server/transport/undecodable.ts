@@ -20,17 +20,21 @@ export function undecodableRequest(error: ConnectError | undefined): ConnectErro
   return new ConnectError(`the request is not a valid protobuf message: ${error.rawMessage.slice(PREFIX.length)}`, Code.InvalidArgument);
 }
 
-/** Rewrites an undecodable-request status in gRPC trailers, in place. */
-function fixTrailer(trailer: Headers): void {
-  const fixed = undecodableRequest(findTrailerError(trailer));
+/** Rewrites an undecodable-request status in gRPC trailers, in place; the error they end with, if any. */
+function fixTrailer(trailer: Headers): ConnectError | undefined {
+  const error = findTrailerError(trailer);
+  const fixed = undecodableRequest(error);
   if (fixed) setTrailerStatus(trailer, fixed);
+  return fixed ?? error;
 }
 
 /** A gRPC-Web trailer frame (uncompressed) with an undecodable-request status, rewritten; other chunks as they are. */
-function fixTrailerFrame(chunk: Uint8Array): Uint8Array {
+function fixTrailerFrame(chunk: Uint8Array, onError: (error: ConnectError) => void): Uint8Array {
   if (chunk.byteLength < 5 || chunk[0] !== trailerFlag) return chunk;
   const trailer = trailerParse(chunk.subarray(5));
-  const fixed = undecodableRequest(findTrailerError(trailer));
+  const error = findTrailerError(trailer);
+  const fixed = undecodableRequest(error);
+  if (error) onError(fixed ?? error);
   if (!fixed) return chunk;
   const data = trailerSerialize(setTrailerStatus(new Headers(), fixed));
   const frame = new Uint8Array(5 + data.byteLength);
@@ -43,19 +47,25 @@ function fixTrailerFrame(chunk: Uint8Array): Uint8Array {
 /**
  * The response with an undecodable request's INTERNAL turned into
  * INVALID_ARGUMENT: in gRPC trailers (filled in as the body is read, so fixed
- * once it ends) and in a gRPC-Web body's trailer frame.
+ * once it ends) and in a gRPC-Web body's trailer frame. onError is told the
+ * error the response ends with, as sent (server.ts counts the calls the
+ * interceptors never saw).
  */
-export function withDecodingErrorsFixed(uRes: UniversalServerResponse): UniversalServerResponse {
+export function withDecodingErrorsFixed(uRes: UniversalServerResponse, onError: (error: ConnectError) => void): UniversalServerResponse {
   const { body, trailer } = uRes;
   const grpcWeb = uRes.header?.get("content-type")?.startsWith("application/grpc-web") ?? false;
+  const endOfTrailer = () => {
+    const error = trailer && fixTrailer(trailer);
+    if (error) onError(error);
+  };
   if (!body) {
-    if (trailer) fixTrailer(trailer);
+    endOfTrailer();
     return uRes;
   }
   if (!trailer && !grpcWeb) return uRes;
   async function* fixed() {
-    for await (const chunk of body!) yield grpcWeb ? fixTrailerFrame(chunk) : chunk;
-    if (trailer) fixTrailer(trailer);
+    for await (const chunk of body!) yield grpcWeb ? fixTrailerFrame(chunk, onError) : chunk;
+    endOfTrailer();
   }
   return { ...uRes, body: fixed() };
 }

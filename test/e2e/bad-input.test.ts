@@ -296,6 +296,15 @@ function behaviours(w: () => World) {
       const { s } = w();
       const path = "/video.v1.VideoService/CreateVideo";
       const before = await countVideos(s.ctx);
+      // Each refusal is counted once, under the protocol it came in, whether
+      // connect-es refused it before the interceptors or a handler did.
+      const refusedBy = async () => {
+        const text = await s.ctx.metrics.registry.metrics();
+        const n = (protocol: string) =>
+          Number(new RegExp(`^rpc_server_requests_total\\{protocol="${protocol}",procedure="video.v1.VideoService/CreateVideo",code="InvalidArgument"\\} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
+        return { grpc: n("grpc"), connect: n("connect"), "grpc-web": n("grpc-web") };
+      };
+      const refusedBefore = await refusedBy();
       const malformed: [string, number[]][] = [
         ["title sent as a varint", [0x0a, 0x02, 0x10, 0x05]],
         ["a truncated message", [0x0a, 0x05, 0x12, 0x01]],
@@ -362,6 +371,15 @@ function behaviours(w: () => World) {
         t.equal(meta["grpc-status"], String(Code.InvalidArgument), `${streaming}: INVALID_ARGUMENT (${meta["grpc-message"]})`);
       }
       t.equal(await countVideos(s.ctx), afterJson, "still nothing written");
+      // A request that decodes and fails validation in the handler: through the interceptors, counted there only.
+      const noVideo = await fetch(`${s.baseUrl}${path}`, { method: "POST", headers: { "content-type": "application/json", "connect-protocol-version": "1" }, body: "{}" });
+      t.equal(noVideo.status, 400);
+      const refusedAfter = await refusedBy();
+      t.same(
+        { grpc: refusedAfter.grpc - refusedBefore.grpc, connect: refusedAfter.connect - refusedBefore.connect, "grpc-web": refusedAfter["grpc-web"] - refusedBefore["grpc-web"] },
+        { grpc: malformed.length, connect: 4, "grpc-web": 1 },
+        "rpc_server_requests_total counts every refusal once: 4 gRPC, 4 Connect (wrong type, unknown key, not protobuf, no video), 1 gRPC-Web",
+      );
     },
 
     async "hostile strings are stored verbatim and returned unchanged"(t: T) {
