@@ -58,7 +58,9 @@ export default (probe: () => Promise<Readiness>, shutdown: AbortSignal) => (rout
       const status = (await probe()).ready ? Status.SERVING : Status.NOT_SERVING;
       return { statuses: Object.fromEntries([...SERVICES].map((s) => [s, { status }])) };
     },
-    // Sends the status now and again whenever it changes, polled once a second.
+    // Sends the status now and again whenever it changes, polled once a
+    // second, and NOT_SERVING when the server starts draining (unless the
+    // caller has gone), as the stream's last message.
     async *watch(req, hc) {
       if (!SERVICES.has(req.service)) {
         yield { status: Status.SERVICE_UNKNOWN };
@@ -71,5 +73,6 @@ export default (probe: () => Promise<Readiness>, shutdown: AbortSignal) => (rout
         last = status;
         await sleep(1000, AbortSignal.any([hc.signal, shutdown]));
       }
+      if (!hc.signal.aborted && last !== Status.NOT_SERVING) yield { status: Status.NOT_SERVING };
     },
   });

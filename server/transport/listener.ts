@@ -67,6 +67,9 @@ export const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "la
 
 const keepUnconsumed = () => {};
 
+/** How long a drained HTTP/2 connection waits for the client to close its side (dropWhenEnded). */
+const H2_LINGER_MS = 1000;
+
 // "tcp": TLS mode's raw socket under a TLSSocket (only destroyed at the deadline).
 type ConnKind = "sniffing" | "h1" | "h2" | "tcp";
 interface ConnState {
@@ -138,6 +141,19 @@ export function createListener(options: ListenerOptions): Listener {
     if (socket.destroyed) return;
     if (socket.writableEnded) return;
     socket.end(() => socket.destroy());
+  }
+
+  /**
+   * Drop a draining HTTP/2 connection shortly after the session has ended
+   * our side of it (GOAWAY sent, its streams done). The client's side stays
+   * open while it holds a stream it neither read to the end nor cancelled,
+   * which would keep close() waiting for the whole grace period. The pause
+   * lets a client that is still reading our last frames finish first.
+   */
+  function dropWhenEnded(socket: net.Socket) {
+    const drop = () => setTimeout(() => socket.destroy(), H2_LINGER_MS).unref();
+    if (socket.writableFinished) drop();
+    else socket.once("finish", drop);
   }
 
   // ---- per request ----------------------------------------------------------
@@ -280,6 +296,7 @@ export function createListener(options: ListenerOptions): Listener {
           // The session takes over the socket's handle and reads the buffered
           // bytes itself. Do NOT resume: that breaks the session (GOAWAY).
           h2.emit("connection", socket);
+          if (draining) dropWhenEnded(socket);
         } else {
           state.kind = "h1";
           h1.emit("connection", socket);
@@ -353,6 +370,8 @@ export function createListener(options: ListenerOptions): Listener {
           socket.destroy(); // connected but said nothing yet: nothing to preserve
         } else if (state.kind === "h1" && state.inflight === 0) {
           endSoon(socket); // idle keep-alive, or a request still arriving
+        } else if (state.kind === "h2") {
+          dropWhenEnded(socket);
         }
       }
       timer = setTimeout(destroyAll, Math.max(0, graceMs));

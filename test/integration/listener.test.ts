@@ -623,6 +623,28 @@ t.test("graceful close: in-flight requests finish, new connections are refused",
   t.equal(await listener.close(5000), undefined, "close is idempotent");
 });
 
+t.test("graceful close: an HTTP/2 client that leaves a response unread does not hold close() for the grace period", async (t) => {
+  const { listener, port } = await start(t);
+  const client = h2Connect(t, `http://127.0.0.1:${port}`);
+  const arrived = waitForArrivals(["/slow-unread"]);
+  // Neither read to its end nor cancelled: the client keeps the stream, its
+  // session and the connection open (as a gRPC client that stops iterating a
+  // server stream without cancelling it does).
+  const stream = client.request({ ":path": "/slow-unread" });
+  stream.end();
+  const answered = once(stream, "response");
+  await arrived;
+
+  const started = Date.now();
+  const closed = listener.close(5000);
+  await answered;
+  t.equal(stream.readableEnded, false, "the response is left unread");
+  await closed;
+  const elapsed = Date.now() - started;
+  t.ok(elapsed < 2500, `close resolved shortly after the response was written (${elapsed} ms), not at the 5 s grace deadline`);
+  t.equal(listener.activeRequests, 0);
+});
+
 t.test("graceful close: hanging requests are cut at the deadline", async (t) => {
   const { listener, port } = await start(t);
   const client = h2Connect(t, `http://127.0.0.1:${port}`);
