@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
-import { context, isSpanContextValid, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type TextMapGetter, type Tracer } from "@opentelemetry/api";
+import { context, isSpanContextValid, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Context, type TextMapGetter, type Tracer } from "@opentelemetry/api";
 import type winston from "winston";
 import type { Metrics } from "../metrics.js";
 import { traceContext } from "../telemetry/trace-context.js";
@@ -72,15 +72,8 @@ export function observe(logger: winston.Logger, metrics: Metrics, tracer: Tracer
     const spanContext = span.spanContext();
     const traceId = isSpanContextValid(spanContext) ? spanContext.traceId : "";
     req.contextValues.set(requestInfoKey, { requestId, traceId });
-    let failure: ConnectError | undefined;
-    try {
-      const res = await context.with(trace.setSpan(parent, span), () => next(req));
-      res.header.set("x-request-id", requestId);
-      return res;
-    } catch (e) {
-      failure = ConnectError.from(e);
-      throw e;
-    } finally {
+    const callContext = trace.setSpan(parent, span);
+    const end = (failure: ConnectError | undefined) => {
       const codeName = failure ? Code[failure.code] : "ok";
       span.setAttribute("rpc.response.status_code", codeName);
       if (failure && SERVER_FAULTS.has(failure.code)) span.setStatus({ code: SpanStatusCode.ERROR, message: failure.rawMessage });
@@ -94,8 +87,48 @@ export function observe(logger: winston.Logger, metrics: Metrics, tracer: Tracer
         requestId,
         ...(traceId ? { traceId, spanId: spanContext.spanId } : {}),
       });
+    };
+    let res;
+    try {
+      res = await context.with(callContext, () => next(req));
+    } catch (e) {
+      end(ConnectError.from(e));
+      throw e;
     }
+    res.header.set("x-request-id", requestId);
+    if (!res.stream) {
+      end(undefined);
+      return res;
+    }
+    // A server stream's call lasts until its last message: it ends (and is
+    // counted, with the code the caller gets) then, and its messages are
+    // produced inside the call's span.
+    return { ...res, message: untilEnd(res.message, callContext, req.signal, end) };
   };
+}
+
+async function* untilEnd<T>(messages: AsyncIterable<T>, ctx: Context, signal: AbortSignal, end: (failure: ConnectError | undefined) => void): AsyncGenerator<T> {
+  const it = messages[Symbol.asyncIterator]();
+  let done = false;
+  let failure: ConnectError | undefined;
+  try {
+    for (;;) {
+      const r = await context.with(ctx, () => it.next());
+      if (r.done) {
+        done = true;
+        return;
+      }
+      yield r.value;
+    }
+  } catch (e) {
+    done = true;
+    failure = ConnectError.from(e);
+    throw e;
+  } finally {
+    // Stopped early (the caller went away): stop the handler too.
+    if (!done) await it.return?.().catch(() => {});
+    end(failure ?? (signal.aborted ? new ConnectError("the caller cancelled the call", Code.Canceled) : undefined));
+  }
 }
 
 export interface CallRecord {
@@ -153,19 +186,32 @@ function fromDependency(e: unknown): ConnectError {
 /** Maps anything that is not a deliberate ConnectError to a safe one, logging the original. */
 export function publicErrors(logger: winston.Logger): Interceptor {
   return (next) => async (req) => {
-    try {
-      return await next(req);
-    } catch (e) {
+    const publicError = (e: unknown): ConnectError => {
       // A request that did not decode, where that surfaces inside the chain
       // (the request of a stream): the caller's fault, not ours.
-      if (e instanceof ConnectError) throw undecodableRequest(e) ?? e;
+      if (e instanceof ConnectError) return undecodableRequest(e) ?? e;
       const mapped = fromDependency(e);
       logger.error("call failed", {
         procedure: `${req.service.typeName}/${req.method.name}`,
         code: Code[mapped.code],
         error: e instanceof Error ? { name: e.name, message: e.message, code: (e as { code?: unknown }).code, stack: e.stack } : String(e),
       });
-      throw mapped;
+      return mapped;
+    };
+    try {
+      const res = await next(req);
+      // A server stream fails while it is read (WatchEvents' database reads): mapped alike.
+      return res.stream ? { ...res, message: mapErrors(res.message, publicError) } : res;
+    } catch (e) {
+      throw publicError(e);
     }
   };
+}
+
+async function* mapErrors<T>(messages: AsyncIterable<T>, publicError: (e: unknown) => ConnectError): AsyncGenerator<T> {
+  try {
+    yield* messages;
+  } catch (e) {
+    throw publicError(e);
+  }
 }

@@ -1,6 +1,8 @@
 import t from "tap";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { Code, createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { sql } from "kysely";
+import { EventService } from "../../gen/video/v1/event_service_pb.js";
 import {
   Health,
   HealthCheckRequestSchema,
@@ -107,6 +109,47 @@ function behaviours(server: () => TestServer) {
         t.ok(sample(after, "rpc_server_duration_seconds_count", count) >= calls * clients, `${protocol}: durations observed`);
       }
       t.match(after, /^process_cpu_seconds_total /m, "process metrics");
+    },
+
+    async "a server stream is counted when it ends, with the code its caller got; a database error mid-stream reaches the caller as a public error"(t: T) {
+      const s = server();
+      const watchEvents = { procedure: "video.v1.EventService/WatchEvents", protocol: "grpc" };
+      const metrics = () => s.ctx.metrics.registry.metrics();
+      const before = await metrics();
+      const events = createClient(EventService, s.transports.grpc);
+      await s.clients.grpc.createVideo({ video: { title: "streamed" } });
+
+      // Its database reads fail while it is open: INTERNAL, with nothing of the database's message.
+      const failing = events.watchEvents({})[Symbol.asyncIterator]();
+      t.ok(!(await failing.next()).done, "the stream delivers the published event");
+      await sql`alter table outbox_published rename to outbox_published_gone`.execute(s.ctx.db);
+      let error: ConnectError | undefined;
+      try {
+        for (let r = await failing.next(); !r.done; r = await failing.next());
+      } catch (e) {
+        error = ConnectError.from(e);
+      } finally {
+        await sql`alter table outbox_published_gone rename to outbox_published`.execute(s.ctx.db);
+      }
+      t.equal(error?.code, Code.Internal, "the stream ends INTERNAL");
+      t.equal(error?.rawMessage, "internal error");
+      t.notMatch(error?.rawMessage ?? "", /outbox|relation|select/i, "nothing of the database's error reaches the caller");
+
+      // The caller cancels: counted as CANCELED once the stream has stopped.
+      const cancel = new AbortController();
+      for await (const _ of events.watchEvents({}, { signal: cancel.signal })) {
+        cancel.abort();
+        break;
+      }
+      const count = (text: string, code: string) => sample(text, "rpc_server_requests_total", { ...watchEvents, code });
+      let after = await metrics();
+      for (let i = 0; i < 50 && count(after, "Canceled") === count(before, "Canceled"); i++) {
+        await sleep(100);
+        after = await metrics();
+      }
+      t.equal(count(after, "Internal") - count(before, "Internal"), 1, "the failed stream: one INTERNAL");
+      t.equal(count(after, "Canceled") - count(before, "Canceled"), 1, "the cancelled stream: one CANCELED");
+      t.equal(count(after, "ok") - count(before, "ok"), 0, "neither was counted ok when it started");
     },
 
     async "an in-flight call finishes while close() drains; new connections are refused"(t: T) {
