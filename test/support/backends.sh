@@ -28,7 +28,9 @@
 # To add later (one function each, then list it in BACKENDS):
 set -euo pipefail
 
-BACKENDS=(postgres pubsub s3)
+# TEST_BACKENDS="postgres s3" in the environment starts only those (npm run bench
+# starts its own Pub/Sub emulator, so it asks for the other two).
+read -r -a BACKENDS <<<"${TEST_BACKENDS:-postgres pubsub s3}"
 START_TIMEOUT=${BACKENDS_START_TIMEOUT:-30} # seconds each backend may take to answer
 
 me="backends.sh"
@@ -315,6 +317,9 @@ tap_warm_up() { # tap_warm_up <tap executable>
 
 # -------------------------------------------------------------------- run ---
 if [ "$(basename -- "$1")" = tap ]; then tap_warm_up "$1"; fi
+for b in "${BACKENDS[@]}"; do
+  declare -F "backend_$b" >/dev/null || die "unknown backend in TEST_BACKENDS: $b (known: postgres pubsub s3)"
+done
 for b in "${BACKENDS[@]}"; do "backend_$b"; done
 
 set +e
