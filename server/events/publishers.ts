@@ -7,6 +7,8 @@ import type { CloudEvent } from "./cloudevents.js";
 
 export interface EventPublisher {
   readonly name: string;
+  /** OpenTelemetry messaging attributes of the relay's publish spans: the system and where events go. */
+  readonly telemetry: { "messaging.system": string; "messaging.destination.name": string };
   /** Publishes in order; settles per event, so one failure does not hide another's success. */
   publish(events: CloudEvent[]): Promise<PromiseSettledResult<unknown>[]>;
   /** Undefined when ready to publish; otherwise why not. */
@@ -16,6 +18,7 @@ export interface EventPublisher {
 
 export class LogPublisher implements EventPublisher {
   readonly name = "log";
+  readonly telemetry = { "messaging.system": "log", "messaging.destination.name": "log" };
   constructor(private readonly logger: winston.Logger) {}
 
   async publish(events: CloudEvent[]) {
@@ -49,6 +52,7 @@ const NOT_FOUND = 5;
 
 export class PubSubPublisher implements EventPublisher {
   readonly name = "pubsub";
+  readonly telemetry: EventPublisher["telemetry"];
   private readonly client: PubSub;
   private readonly topic: Topic;
   private topicSeenAt: number | undefined;
@@ -56,6 +60,7 @@ export class PubSubPublisher implements EventPublisher {
 
   constructor(options: PubSubOptions) {
     this.client = new PubSub({ projectId: options.projectId });
+    this.telemetry = { "messaging.system": "gcp_pubsub", "messaging.destination.name": options.topic };
     this.topic = this.client.topic(options.topic, {
       messageOrdering: true,
       batching: { maxMessages: PUBLISH_BATCH_MESSAGES, maxMilliseconds: 5 },

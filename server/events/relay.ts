@@ -1,4 +1,5 @@
 import { EventEmitter } from "node:events";
+import { context, trace, type Span } from "@opentelemetry/api";
 import type { Kysely, Transaction } from "kysely";
 import type winston from "winston";
 import type { DatabaseHandle } from "../db/database.js";
@@ -7,6 +8,7 @@ import type { Metrics } from "../metrics.js";
 import { UndecodableEvent, toCloudEvent, type CloudEvent, type EventsFormat, type StoredEvent } from "./cloudevents.js";
 import { claim, deleteExpired, markPublished, park, queueHeads, recordFailures, registerBacklogGauge } from "./outbox-queue.js";
 import { PUBLISH_BATCH_MESSAGES, type EventPublisher } from "./publishers.js";
+import { endBatchSpan, startBatchSpan } from "./relay-spans.js";
 import { VideoRetries, blame, planBatch, retryDelay, settle, shareCap, type Outcome } from "./relay-rules.js";
 
 // Relays committed outbox events to the publisher, in every replica at once
@@ -221,6 +223,8 @@ export class OutboxRelay extends EventEmitter {
     let claimed!: (n: number) => void;
     const claim$ = new Promise<number>((resolve) => (claimed = resolve));
     const batch: Batch = { videos: [], done: Promise.resolve() };
+    const began = performance.timeOrigin + performance.now();
+    let span: Span | undefined;
     const work = this.db.transaction().execute(async (trx) => {
       const events = await claim(trx, plan, this.options.format);
       const got = new Set(events.map((e) => e.video_id));
@@ -229,17 +233,24 @@ export class OutboxRelay extends EventEmitter {
       if (got.size < plan.length) this.heldElsewhere = plan.map((p) => p.videoId).filter((v) => !got.has(v));
       claimed(events.length);
       if (events.length === 0) return undefined;
-      return this.publishClaimed(trx, events);
+      // Started once there is something to send, so contended claims that got nothing leave no trace.
+      span = startBatchSpan(this.deps.publisher, events, began);
+      const outcome = await context.with(trace.setSpan(context.active(), span), () => this.publishClaimed(trx, events));
+      return { outcome, sent: events.length };
     });
     batch.done = work
       .then(
-        (outcome) => {
-          if (outcome === undefined) return;
-          this.account(outcome);
-          if (outcome.published.length > 0) this.emit("published");
+        (result) => {
+          if (result === undefined) return;
+          endBatchSpan(span!, result);
+          this.account(result.outcome);
+          if (result.outcome.published.length > 0) this.emit("published");
         },
-        // A claim that failed is counted by run(), which it rejects.
-        (e) => void (this.inFlight.has(batch) && this.failed("outbox relay batch failed", e)),
+        (e) => {
+          if (span) endBatchSpan(span, { error: e });
+          // A claim that failed is counted by run(), which it rejects.
+          if (this.inFlight.has(batch)) this.failed("outbox relay batch failed", e);
+        },
       )
       .finally(() => {
         if (!this.inFlight.delete(batch)) return;

@@ -2,15 +2,19 @@ import { randomUUID } from "node:crypto";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { sql } from "kysely";
 import pg from "pg";
+import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import { InMemorySpanExporter, NodeTracerProvider, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-node";
 import t, { type Test } from "tap";
 import { VideoUpdatedSchema } from "../../gen/video/v1/events_pb.js";
-import { openPostgres } from "../../server/db/database.js";
+import { openPostgres, type PostgresOptions } from "../../server/db/database.js";
 import { migrate } from "../../server/db/migrate.js";
 import type { CloudEvent } from "../../server/events/cloudevents.js";
 import { LogPublisher, type EventPublisher } from "../../server/events/publishers.js";
 import { deleteExpired, markPublished } from "../../server/events/outbox-queue.js";
 import { OutboxRelay } from "../../server/events/relay.js";
 import { createLogger } from "../../server/logger.js";
+import { querySpans } from "../../server/telemetry/query-spans.js";
+import { SERVICE_NAME } from "../../server/telemetry/tracing.js";
 import { createMetrics } from "../../server/metrics.js";
 import { createTestDatabase, postgresSkipReason } from "../support/postgres.js";
 import { poll, sleep } from "../support/pubsub.js";
@@ -48,6 +52,7 @@ t.test("stop() right after start() closes the LISTEN connection (none is left ho
 /** A bus that refuses the videos in `refused` (INVALID_ARGUMENT, as for a message it will never take) and records the rest. */
 class ScriptedBus implements EventPublisher {
   readonly name = "scripted";
+  readonly telemetry = { "messaging.system": "scripted", "messaging.destination.name": "scripted" };
   readonly refused = new Set<string>();
   readonly sent: { video: string; sequence: number; at: number }[] = [];
   calls = 0;
@@ -68,9 +73,9 @@ class ScriptedBus implements EventPublisher {
   async close() {}
 }
 
-async function relayOn(t: Test, bus: EventPublisher, batchSize: number) {
+async function relayOn(t: Test, bus: EventPublisher, batchSize: number, options: Pick<PostgresOptions, "log"> = {}) {
   const url = await createTestDatabase(t);
-  const database = openPostgres({ url, poolMax: 8 });
+  const database = openPostgres({ url, poolMax: 8, ...options });
   t.teardown(() => database.close());
   await migrate(database, { dir: new URL("../../migrations", import.meta.url).pathname });
   const db = new pg.Pool({ connectionString: url, max: 2 });
@@ -79,13 +84,13 @@ async function relayOn(t: Test, bus: EventPublisher, batchSize: number) {
   const relay = new OutboxRelay({ database, publisher: bus, logger, metrics: createMetrics() }, { batchSize, pollMs: 200, retentionMs: 86_400_000, format: "json", maxBackoffMs: 1000 });
   relay.start();
   t.teardown(() => relay.stop());
-  /** Commits `count` events of `video`, sequences from `from`. */
-  const append = async (video: string, count: number, from = 1) => {
+  /** Commits `count` events of `video`, sequences from `from`, written (as far as their trace context says) by the call `traceParent`. */
+  const append = async (video: string, count: number, from = 1, traceParent: string | null = null) => {
     const payload = Buffer.from(toBinary(VideoUpdatedSchema, create(VideoUpdatedSchema, { video: { id: video, title: "t" } })));
     await db.query(
-      `insert into outbox (event_id, video_id, sequence, type, payload, create_time)
-       select gen_random_uuid(), $1, s, $2, $3, now() from generate_series($4::int, $5::int) as s`,
-      [video, VideoUpdatedSchema.typeName, payload, from, from + count - 1],
+      `insert into outbox (event_id, video_id, sequence, type, payload, create_time, trace_parent)
+       select gen_random_uuid(), $1, s, $2, $3, now(), $6 from generate_series($4::int, $5::int) as s`,
+      [video, VideoUpdatedSchema.typeName, payload, from, from + count - 1, traceParent],
     );
   };
   const row = async (video: string) =>
@@ -167,4 +172,39 @@ t.test("retention deletes the events published before the cutoff, with their pos
   t.same(positions.map((r) => r.id), [ids[2]], "so are their positions");
   const pending = await db.selectFrom("outbox_pending").select("id").execute();
   t.same(pending.map((r) => r.id), [ids[3]], "the pending event is still queued");
+});
+
+t.test("each batch is a PRODUCER span linked to the calls that wrote its events, with its statements under it; refused events make it an error", { skip }, async (t) => {
+  const exporter = new InMemorySpanExporter();
+  const provider = new NodeTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+  provider.register();
+  t.teardown(async () => {
+    trace.disable();
+    await provider.shutdown();
+  });
+  const bus = new ScriptedBus();
+  const bad = randomUUID();
+  bus.refused.add(bad);
+  const { append, row } = await relayOn(t, bus, 10, { log: querySpans(trace.getTracer(SERVICE_NAME), "postgresql") });
+  const spans = () => exporter.getFinishedSpans().filter((s) => s.kind === SpanKind.PRODUCER);
+
+  const call = { traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId: "00f067aa0ba902b7" };
+  const good = randomUUID();
+  await append(good, 2, 1, `00-${call.traceId}-${call.spanId}-01`);
+  await poll(async () => (await row(good)).pending === 0, 5000, "published");
+  const sent = await poll(async () => spans().find((s) => s.links.some((l) => l.context.spanId === call.spanId)), 5000, "its batch span");
+  t.equal(sent.name, "send scripted");
+  t.not(sent.spanContext().traceId, call.traceId, "a trace of its own: a batch publishes the events of many calls");
+  t.equal(sent.links[0].context.traceId, call.traceId, "linked to the call's trace");
+  t.equal(sent.links.length, 1, "one link per call, not per event");
+  t.match(sent.attributes, { "messaging.system": "scripted", "messaging.operation.type": "send", "messaging.batch.message_count": 2, "vms.events.published": 2, "vms.events.failed": 0 });
+  t.equal(sent.status.code, SpanStatusCode.UNSET);
+  const under = exporter.getFinishedSpans().filter((s) => s.parentSpanContext?.spanId === sent.spanContext().spanId);
+  t.ok(under.some((s) => /insert into outbox_published/.test(String(s.attributes["db.query.text"]))), "the marking statement is recorded under the batch");
+
+  await append(bad, 1);
+  const refused = await poll(async () => spans().find((s) => s.attributes["vms.events.failed"] === 1), 5000, "the refused batch's span");
+  t.equal(refused.status.code, SpanStatusCode.ERROR, "refused events make the batch span an error");
+  t.equal(refused.attributes["error.type"], "3", "with the bus's code");
+  t.equal(refused.status.message, "events not published, to be retried: 1");
 });

@@ -27,6 +27,7 @@ interface OtlpSpan {
   kind: number;
   attributes: { key: string; value: { stringValue?: string; intValue?: string } }[];
   status?: { code?: number; message?: string };
+  links?: { traceId: string; spanId: string }[];
 }
 
 /** An OTLP/HTTP receiver: keeps every request; decodes http/json bodies into spans. */
@@ -97,6 +98,7 @@ const attr = (s: OtlpSpan, key: string) => {
 };
 const SERVER = 2;
 const CLIENT = 3;
+const PRODUCER = 4;
 
 t.test("continues the caller's trace: a server span per call, database spans under it, the event carries it, no bodies", async (t) => {
   const otlp = await collector(t);
@@ -135,6 +137,16 @@ t.test("continues the caller's trace: a server span per call, database spans und
   // extension), so Transcoding and Catalog continue it; the log sink shows it.
   const event = await waitFor(() => svc.lines().find((l) => l.channel === "events" && l.attributes?.["ce-subject"] === video.id), 15_000);
   t.equal(event.attributes["ce-traceparent"], `00-${callerTrace}-${server.spanId}-01`, "ce-traceparent: the caller's trace, the call's span");
+
+  // The relay's batch that sent it: a PRODUCER span of its own trace, linked to the call.
+  const send = await waitFor(() => otlp.spans.find((s) => s.kind === PRODUCER && s.links?.some((l) => l.spanId === server.spanId)), 15_000);
+  t.equal(send.name, "send log", "named for the destination (the log sink here)");
+  t.equal(send.links?.find((l) => l.spanId === server.spanId)?.traceId, callerTrace, "linked to the call that wrote the event");
+  t.not(send.traceId, callerTrace, "in a trace of its own");
+  t.equal(attr(send, "messaging.system"), "log");
+  t.ok(Number(attr(send, "messaging.batch.message_count")) >= 1, "with its batch size");
+  const marked = await waitFor(() => otlp.spans.find((s) => s.parentSpanId === send.spanId && /outbox_published/.test(attr(s, "db.query.text") ?? "")), 15_000);
+  t.equal(marked.kind, CLIENT, "its statements are database spans under it");
 
   const callLine = svc.lines().find((l) => l.message === "call" && l.route === "POST /videos");
   t.equal(callLine?.trace_id, callerTrace, "the log line carries the trace id");
