@@ -21,11 +21,13 @@ import {
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { context as otelContext } from "@opentelemetry/api";
 import type winston from "winston";
 import type { Metrics } from "../metrics.js";
 import type { MultipartUpload, ObjectInfo, ObjectStore, PresignedPut } from "./object-store.js";
 import { PartBuffers, streamToS3, type StreamOptions } from "./s3-stream.js";
 import { storageError } from "./storage-error.js";
+import { recordStorageSpan, type StorageCall } from "../telemetry/storage-spans.js";
 
 export interface S3Options {
   bucket: string;
@@ -120,7 +122,7 @@ export function createS3Client(o: S3Options, metrics: Metrics, logger: winston.L
     requestChecksumCalculation: "WHEN_REQUIRED",
     responseChecksumValidation: "WHEN_REQUIRED",
   });
-  // One observation per operation (wrapping all retries), and one warning
+  // One observation (metrics, and a span inside a traced call) per operation (wrapping all retries), and one warning
   // line for an operation any attempt of which failed: which operation, how
   // each attempt ended and after how long — what an operator needs to tell a
   // slow store from a dead one or a refused request.
@@ -128,26 +130,37 @@ export function createS3Client(o: S3Options, metrics: Metrics, logger: winston.L
   client.middlewareStack.add(
     (next, context) => async (args) => {
       const started = performance.now();
+      const traced = otelContext.active();
       const operation = context.commandName ?? "unknown";
       const failures: string[] = [];
       failedAttempts.set(context, failures);
       let outcome = "ok";
-      let attempts = 1;
+      let metadata: { attempts?: number; httpStatusCode?: number; requestId?: string } | undefined;
+      let error: unknown;
+      let presigned = false;
       try {
         const out = await next(args);
-        attempts = (out.output as { $metadata?: { attempts?: number } }).$metadata?.attempts ?? 1;
+        metadata = (out.output as { $metadata?: typeof metadata }).$metadata;
+        // getSignedUrl runs this stack to build the request it signs instead
+        // of sending: no storage call was made, so none is counted.
+        presigned = (out.output as { presigned?: unknown }).presigned !== undefined;
         return out;
       } catch (e) {
+        error = e;
         outcome = (e as { name?: string }).name ?? "error";
-        attempts = (e as { $metadata?: { attempts?: number } }).$metadata?.attempts ?? 1;
+        metadata = (e as { $metadata?: typeof metadata }).$metadata;
         throw e;
       } finally {
-        const seconds = (performance.now() - started) / 1000;
-        metrics.s3Requests.inc({ operation, outcome });
-        metrics.s3Duration.observe({ operation }, seconds);
-        if (attempts > 1) metrics.s3Retries.inc({ operation }, attempts - 1);
-        if (failures.length > 0) {
-          logger.warn("storage call had failed attempts", { operation, outcome, attempts, failures, duration_ms: Math.round(seconds * 1000) });
+        if (!presigned) {
+          const seconds = (performance.now() - started) / 1000;
+          const attempts = metadata?.attempts ?? 1;
+          metrics.s3Requests.inc({ operation, outcome });
+          metrics.s3Duration.observe({ operation }, seconds);
+          if (attempts > 1) metrics.s3Retries.inc({ operation }, attempts - 1);
+          if (failures.length > 0) {
+            logger.warn("storage call had failed attempts", { operation, outcome, attempts, failures, duration_ms: Math.round(seconds * 1000) });
+          }
+          recordStorageSpan(traced, { command: operation, input: args.input as StorageCall["input"], startTime: performance.timeOrigin + started, attempts, metadata, error });
         }
       }
     },

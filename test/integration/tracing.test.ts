@@ -10,6 +10,7 @@ import t from "tap";
 import { VideoService } from "../../gen/video/v1/video_service_pb.js";
 import { loadConfig } from "../../server/config.js";
 import type { Asserts } from "../support/server.js";
+import { createTestBucket, s3Env, s3SkipReason } from "../support/s3.js";
 
 // OpenTelemetry as operators run it: the real entry point exporting OTLP over
 // HTTP to a collector (here a small OTLP/HTTP receiver in the test), the
@@ -205,6 +206,53 @@ t.test("a collector that is down costs nothing but a rate-limited warning", asyn
   }, 15_000);
   const distinct = new Set(otel.map((l) => l.message));
   t.equal(otel.length, distinct.size, "each distinct diagnostic at most once a minute");
+  svc.child.kill("SIGTERM");
+  t.equal(await svc.exited, 0);
+});
+
+t.test("object storage calls made in a call are client spans under it (S3 on the emulator); presigning is none", { skip: s3SkipReason() }, async (t) => {
+  const otlp = await collector(t);
+  const bucket = await createTestBucket(t);
+  const svc = start(t, { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_EXPORTER_OTLP_PROTOCOL: "http/json", OTEL_BSP_SCHEDULE_DELAY: "100", ...s3Env(bucket.name) });
+  const base = `http://127.0.0.1:${await svc.port}`;
+  const post = (path: string, body: unknown) => fetch(`${base}${path}`, { method: "POST", body: JSON.stringify(body) }).then((r) => r.json() as Promise<Record<string, any>>);
+
+  const video = await post("/videos", { title: "traced upload" });
+  const traceId = "5bf92f3577b34da6a3ce929d0e0e4736";
+  const put = await fetch(`${base}/videos/${video.id}/content`, {
+    method: "PUT",
+    headers: { traceparent: `00-${traceId}-00f067aa0ba902b7-01`, "content-type": "video/mp4" },
+    body: new Uint8Array(1024),
+  });
+  const putText = await put.text();
+  t.equal(put.status, 200, put.status === 200 ? "the streamed upload is stored" : putText);
+  const call = await waitFor(() => otlp.spans.find((s) => s.traceId === traceId && s.kind === SERVER), 15_000);
+  const storage = await waitFor(() => {
+    const found = otlp.spans.filter((s) => s.parentSpanId === call.spanId && attr(s, "rpc.system") === "aws-api");
+    return found.some((s) => s.name === "S3.PutObject") ? found : undefined;
+  }, 15_000);
+  const putSpan = storage.find((s) => s.name === "S3.PutObject")!;
+  t.equal(putSpan.kind, CLIENT);
+  t.equal(attr(putSpan, "rpc.service"), "S3");
+  t.equal(attr(putSpan, "aws.s3.bucket"), bucket.name);
+  t.match(attr(putSpan, "aws.s3.key"), new RegExp(`^videos/${video.id}/`), "the key, derived from the video id");
+  t.equal(Number(attr(putSpan, "http.response.status_code")), 200);
+  t.not(putSpan.status?.code, 2);
+
+  // CreateUpload only signs a URL: no S3 call, so no S3 span under it.
+  const other = await post("/videos", { title: "presigned" });
+  const presignTrace = "6bf92f3577b34da6a3ce929d0e0e4736";
+  const created = await fetch(`${base}/videos/${other.id}/uploads`, {
+    method: "POST",
+    headers: { traceparent: `00-${presignTrace}-00f067aa0ba902b7-01` },
+    body: JSON.stringify({ content_type: "video/mp4", size_bytes: "1024" }),
+  });
+  const createdText = await created.text();
+  t.equal(created.status, 200, created.status === 200 ? "CreateUpload answered" : createdText);
+  const createSpan = await waitFor(() => otlp.spans.find((s) => s.traceId === presignTrace && s.kind === SERVER), 15_000);
+  await new Promise((r) => setTimeout(r, 500));
+  t.same(otlp.spans.filter((s) => s.parentSpanId === createSpan.spanId && attr(s, "rpc.system") === "aws-api").map((s) => s.name), [], "no storage span for a presigned URL");
+
   svc.child.kill("SIGTERM");
   t.equal(await svc.exited, 0);
 });
