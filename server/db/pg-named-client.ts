@@ -19,6 +19,17 @@ export function statementName(text: string): string {
 }
 
 export class NamedStatementClient extends pg.Client {
+  constructor(config?: string | pg.ClientConfig) {
+    super(config);
+    // A connection that dies while its client is checked out but between
+    // queries — the relay's transaction waiting for the bus's acks, say —
+    // emits 'error' on the client, and the pool listens only to idle ones:
+    // unheard, that error ended the process when the database crashed. The
+    // client is already marked unusable by then: its next query fails (the
+    // caller gets UNAVAILABLE) and the pool discards it on release.
+    this.on("error", () => {});
+  }
+
   // pg's overloads are not worth restating; the call is forwarded unchanged
   // except for the added name.
   override query(...args: any[]): any {

@@ -315,7 +315,7 @@ export function metricValue(text: string, name: string, labels: Record<string, s
   return sum;
 }
 
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise<number>((resolve, reject) => {
     const s = net.createServer();
     s.on("error", reject);
