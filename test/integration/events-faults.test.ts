@@ -13,6 +13,9 @@ import { startTcpProxy } from "../support/tcp-proxy.js";
 //   - SIGTERM while a batch is in flight, and while the bus is down: every
 //     event ends either published-and-marked or pending, and a later instance
 //     publishes the pending ones.
+//   - one of three replicas SIGKILLed with a batch published but not marked
+//     while the other two keep writing and relaying: they send its batch
+//     again (same ce-ids), nothing is lost, per-video order holds.
 
 const skip = postgresSkipReason() || pubsubSkipReason();
 
@@ -187,3 +190,49 @@ function invariant(t: Test, consumer: Consumer, all: Row[]) {
   t.same(markedNotSent.map((r) => r.event_id), [], "no event is marked published without having been published");
   t.comment(`after SIGTERM: ${all.filter((r) => r.published).length} published-and-marked, ${all.filter((r) => !r.published).length} pending`);
 }
+
+t.test("one of three replicas killed mid-relay while the others go on: its batch is sent again by them, nothing is lost, per-video order holds", { skip }, async (t) => {
+  const { consumer, name, url, db, proxy } = await setup(t);
+  // Small batches: many hand-overs of the same videos between the relays.
+  const env = { RELAY_BATCH_SIZE: "4" };
+  const doomed = await startService(t, { databaseUrl: url, topic: name, pubsubHost: proxy.address, env, name: "doomed" });
+  const survivors = await Promise.all(["b", "c"].map((n) => startService(t, { databaseUrl: url, topic: name, env, name: n })));
+  const videos: string[] = [];
+  for (let i = 0; i < 6; i++) videos.push((await write(survivors[i % 2], "POST", "/videos", { title: `v${i}` })).id);
+
+  // Writers through the survivors all along; the doomed replica relays what it can claim.
+  let writing = true;
+  const failures: string[] = [];
+  const writers = Array.from({ length: 8 }, async (_, w) => {
+    for (let n = 0; writing; n++) {
+      const r = await survivors[n % 2].rest("PATCH", `/videos/${videos[(w + n) % videos.length]}`, { title: `w${w} n${n}` });
+      if (r.status !== 200) failures.push(`${r.status} ${r.text}`);
+    }
+  });
+  await poll(async () => (await doomed.metric("events_published_total")) > 0, 15_000, "the doomed replica to take part");
+
+  // Its next publishes reach the bus, their acknowledgements do not reach it:
+  // killed then, its batch is published but not marked, its videos still locked.
+  proxy.hold();
+  await poll(() => proxy.stats.heldBytes > 0, 15_000, "a publish of the doomed replica in flight");
+  await sleep(200);
+  doomed.child.kill("SIGKILL");
+  t.equal((await doomed.exited).signal, "SIGKILL", "killed mid-relay");
+  proxy.dropConnections();
+  const killedAt = Date.now();
+  const before = await Promise.all(survivors.map((s) => s.metric("events_published_total")));
+  await sleep(1500);
+  writing = false;
+  await Promise.all(writers);
+  t.same(failures, [], "every write through the other replicas succeeded");
+
+  const all = await rows(db);
+  await consumer.untilAll(all.map((r) => r.event_id), 30_000, "every event after the kill");
+  await poll(async () => (await rows(db)).every((r) => r.published), 15_000, "every event marked published");
+  t.comment(`all ${all.length} events arrived ${Date.now() - killedAt} ms after the kill`);
+  const after = await Promise.all(survivors.map((s) => s.metric("events_published_total")));
+  t.ok(after.every((n, i) => n > before[i]), `both survivors went on publishing (${before.join(", ")} → ${after.join(", ")})`);
+  const resent = consumer.deliveries.length - consumer.unique().length;
+  t.ok(resent > 0, `the killed replica's unmarked batch was sent again by the others (${resent} duplicate deliveries, same ce-ids)`);
+  checkComplete(t, consumer, await rows(db));
+});
