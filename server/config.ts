@@ -11,7 +11,7 @@ export interface Config {
   port: number;
   host: string;
   dataDir: string;
-  database: { url: string | undefined; poolMax: number; migrateOnStart: boolean };
+  database: { url: string | undefined; poolMax: number; migrateOnStart: boolean; idleInTransactionMs: number };
   auth: { disabled: boolean; jwt: JwtConfig | undefined };
   tls: { certFile: string; keyFile: string } | undefined;
   logLevel: string;
@@ -131,6 +131,14 @@ function duration(env: Env, name: string, fallback: number): number {
   return ms;
 }
 
+// A bare number is milliseconds, as everywhere; here "60" meant as seconds
+// would end every relay batch that waits for the bus, so at least a second.
+function idleInTransaction(env: Env): number {
+  const ms = duration(env, "DB_IDLE_TRANSACTION_TIMEOUT", 60_000);
+  if (ms < 1000) throw new ConfigError(`DB_IDLE_TRANSACTION_TIMEOUT must be at least 1s, got "${env.DB_IDLE_TRANSACTION_TIMEOUT}"`);
+  return ms;
+}
+
 function events(env: Env): Config["events"] {
   const topic = env.PUBSUB_TOPIC?.trim() || undefined;
   const projectId = env.PUBSUB_PROJECT_ID?.trim() || undefined;
@@ -236,6 +244,7 @@ export function loadConfig(env: Env = process.env): Config {
       url: databaseUrl,
       poolMax: int(env, "DB_POOL_MAX", 20, 1, 1000),
       migrateOnStart: bool(env, "MIGRATE_ON_START", true),
+      idleInTransactionMs: idleInTransaction(env),
     },
     auth: { disabled: authDisabled, jwt: authDisabled ? undefined : jwt },
     tls: certFile && keyFile ? { certFile, keyFile } : undefined,

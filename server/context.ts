@@ -36,7 +36,7 @@ export class AppContext {
   static async fromConfig(cfg: Config, overrides: Partial<Pick<AppContext, "logger" | "clock">> = {}): Promise<AppContext> {
     const log = cfg.tracing.exporter ? querySpans(trace.getTracer(SERVICE_NAME), "postgresql") : undefined;
     const database = cfg.database.url
-      ? openPostgres({ url: cfg.database.url, poolMax: cfg.database.poolMax, statementTimeoutMs: cfg.limits.maxRequestMs, log })
+      ? openPostgres({ url: cfg.database.url, poolMax: cfg.database.poolMax, statementTimeoutMs: cfg.limits.maxRequestMs, idleInTransactionMs: cfg.database.idleInTransactionMs, log })
       : await openPGlite(`${cfg.dataDir}/pglite`, log);
     const logger = overrides.logger ?? createLogger(cfg.logLevel);
     const pubsub = cfg.events.pubsub;

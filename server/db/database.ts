@@ -31,6 +31,10 @@ export interface PostgresOptions {
   poolMax: number;
   // Applied per connection; a runaway query cannot hold a pooled connection forever.
   statementTimeoutMs?: number;
+  // Applied per connection: a session left idle inside a transaction — its
+  // replica frozen or cut off mid-batch — is ended by the server, releasing
+  // the locks it holds (the relay's per-video locks among them).
+  idleInTransactionMs?: number;
   /** Kysely's query log (tracing records database spans through it). */
   log?: LogConfig;
 }
@@ -43,6 +47,11 @@ export function openPostgres(options: PostgresOptions): DatabaseHandle {
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
     statement_timeout: options.statementTimeoutMs ?? 30_000,
+    idle_in_transaction_session_timeout: options.idleInTransactionMs ?? 60_000,
+    // A peer that vanished without closing (a partition, a dead host) is
+    // probed after 30 s idle instead of the kernel's default two hours.
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 30_000,
     application_name: "video-management-service",
   });
   // An idle client losing its connection (database restart) must not crash the
@@ -72,7 +81,7 @@ export function openPostgres(options: PostgresOptions): DatabaseHandle {
     },
     async listen(channel, onNotify, onLost) {
       // A dedicated connection outside the pool: LISTEN is session state.
-      const client = new pg.Client({ connectionString: options.url, application_name: "video-management-service/listen" });
+      const client = new pg.Client({ connectionString: options.url, application_name: "video-management-service/listen", keepAlive: true, keepAliveInitialDelayMillis: 30_000 });
       client.on("notification", (n) => n.channel === channel && onNotify());
       client.on("error", (e) => onLost(e));
       await client.connect();

@@ -236,3 +236,37 @@ t.test("one of three replicas killed mid-relay while the others go on: its batch
   t.ok(resent > 0, `the killed replica's unmarked batch was sent again by the others (${resent} duplicate deliveries, same ce-ids)`);
   checkComplete(t, consumer, await rows(db));
 });
+
+t.test("a replica frozen (SIGSTOP) holding a batch: the database ends its idle transaction, another replica takes its videos over; thawed, it loses and duplicates nothing out of order", { skip }, async (t) => {
+  const { consumer, name, url, db, proxy } = await setup(t);
+  const env = { DB_IDLE_TRANSACTION_TIMEOUT: "2s" };
+  const frozen = await startService(t, { databaseUrl: url, topic: name, pubsubHost: proxy.address, env, name: "frozen" });
+  const video = (await write(frozen, "POST", "/videos", { title: "v" })).id;
+  await consumer.untilAll((await rows(db)).map((r) => r.event_id), 15_000, "the first event");
+
+  // Its batch goes out and waits for acknowledgements that are held back; then the process stops.
+  proxy.hold();
+  await write(frozen, "PATCH", `/videos/${video}`, { title: "held" });
+  await poll(() => proxy.stats.heldBytes > 0, 15_000, "the frozen replica's publish in flight");
+  frozen.child.kill("SIGSTOP");
+  t.teardown(() => void frozen.child.kill("SIGCONT"));
+  const frozenAt = Date.now();
+
+  const other = await startService(t, { databaseUrl: url, topic: name, env, name: "other" });
+  for (let i = 0; i < 3; i++) await write(other, "PATCH", `/videos/${video}`, { title: `after ${i}` });
+  const all = await rows(db);
+  await consumer.untilAll(all.map((r) => r.event_id), 20_000, "the video's events, relayed by the other replica");
+  const waited = Date.now() - frozenAt;
+  t.ok(waited >= 1500, `not before the frozen session's transaction was ended (${waited} ms after the freeze)`);
+  t.comment(`the other replica published the frozen one's video ${waited} ms after the freeze (DB_IDLE_TRANSACTION_TIMEOUT=2s)`);
+
+  frozen.child.kill("SIGCONT");
+  proxy.restore();
+  await sleep(2000);
+  t.equal(frozen.child.exitCode, null, "thawed, the replica is still running");
+  await write(frozen, "PATCH", `/videos/${video}`, { title: "thawed" });
+  const final = await rows(db);
+  await consumer.untilAll(final.map((r) => r.event_id), 15_000, "the write after the thaw");
+  await poll(async () => (await rows(db)).every((r) => r.published), 10_000, "every event marked published");
+  checkComplete(t, consumer, await rows(db));
+});
