@@ -1,10 +1,13 @@
 import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import t from "tap";
+import { parse } from "yaml";
+import { loadConfig } from "../../server/config.js";
 
-// The Kubernetes manifests drift silently: nothing runs them in CI. These
-// checks catch the two drifts that break a rollout — a migration the Flyway
-// job never sees, and an environment variable the service never reads.
+// The Kubernetes manifests and the compose stack drift silently: nothing runs
+// them in CI. These checks catch the drifts that break them — a migration the
+// Flyway job never sees, an environment variable the service never reads, a
+// topic or bucket the stack does not create.
 
 const root = path.resolve(import.meta.dirname, "../..");
 const read = (p: string) => readFileSync(path.join(root, p), "utf8");
@@ -28,4 +31,38 @@ t.test("every variable the Deployment sets is one the service reads", async (t) 
     t.ok(read, `${name} is read by server/config.ts`);
   }
   t.match(read("deploy/Dockerfile"), /HOST=0\.0\.0\.0/, "the image binds every interface (the default is loopback)");
+});
+
+interface ComposeService {
+  image?: string;
+  network_mode?: string;
+  ports?: string[];
+  environment?: Record<string, string>;
+  command?: string[];
+}
+
+t.test("the compose stack: the service's variables are read and valid, everything stays on loopback, init creates what the service uses", async (t) => {
+  const { services } = parse(read("deploy/compose.yaml")) as { services: Record<string, ComposeService> };
+  const vms = services.vms;
+  const env = vms.environment!;
+  const config = read("server/config.ts");
+  for (const name of Object.keys(env)) {
+    // AWS_* are read by the AWS SDK's credential chain, PUBSUB_EMULATOR_HOST by the Pub/Sub client (README).
+    t.ok(name.startsWith("AWS_") || name === "PUBSUB_EMULATOR_HOST" || new RegExp(`\\b${name}\\b`).test(config), `${name} is read by server/config.ts`);
+  }
+  const cfg = loadConfig(env);
+  t.equal(cfg.auth.disabled, true, "auth off for local development, which only a loopback bind allows");
+  t.equal(vms.network_mode, "host", "so the service runs on the host's network, bound to 127.0.0.1");
+  t.ok(cfg.database.url && cfg.events.pubsub && cfg.storage.s3, "PostgreSQL, Pub/Sub and S3 all configured");
+  for (const [name, s] of Object.entries(services)) {
+    for (const p of s.ports ?? []) t.match(p, /^127\.0\.0\.1:/, `${name} publishes ${p} on loopback only`);
+  }
+  const pubsubInit = services["pubsub-init"].environment!;
+  t.equal(pubsubInit.TOPIC, env.PUBSUB_TOPIC, "pubsub-init creates the topic the service publishes to");
+  t.equal(pubsubInit.PROJECT, env.PUBSUB_PROJECT_ID, "in the service's project");
+  t.equal(services["s3-init"].environment!.BUCKET, env.S3_BUCKET, "s3-init creates the service's bucket");
+  const published = (service: string) => services[service].ports![0].split(":")[1];
+  t.equal(env.PUBSUB_EMULATOR_HOST, `127.0.0.1:${published("pubsub")}`, "the emulator where it is published");
+  t.equal(env.S3_ENDPOINT, `http://127.0.0.1:${published("s3")}`, "moto where it is published");
+  t.match(env.DATABASE_URL, `@127.0.0.1:${published("postgres")}/${services.postgres.environment!.POSTGRES_DB}`, "PostgreSQL where it is published");
 });
