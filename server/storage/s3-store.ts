@@ -122,10 +122,11 @@ export function createS3Client(o: S3Options, metrics: Metrics, logger: winston.L
     requestChecksumCalculation: "WHEN_REQUIRED",
     responseChecksumValidation: "WHEN_REQUIRED",
   });
-  // One observation (metrics, and a span inside a traced call) per operation (wrapping all retries), and one warning
-  // line for an operation any attempt of which failed: which operation, how
-  // each attempt ended and after how long — what an operator needs to tell a
-  // slow store from a dead one or a refused request.
+  // One observation per operation, wrapping all its retries (metrics, and a
+  // span inside a traced call), and one warning line for an operation any
+  // attempt of which failed: which operation, how each attempt ended and
+  // after how long — what an operator needs to tell a slow store from a dead
+  // one or a refused request.
   const failedAttempts = new WeakMap<object, string[]>();
   client.middlewareStack.add(
     (next, context) => async (args) => {
