@@ -85,8 +85,9 @@ export default (db: () => Kysely<Database>, relay: OutboxRelay, shutdown: AbortS
 
     async *watchEvents(req, hc) {
       assertMayReadEvents(callerOf(hc));
-      let { after } = parseFilter(req);
-      const { videoId } = parseFilter(req);
+      const filter = parseFilter(req);
+      const { videoId } = filter;
+      let { after } = filter;
       while (!hc.signal.aborted && !shutdown.aborted) {
         const rows = await page(db(), after, videoId, 500);
         for (const row of rows) yield toEvent(row);

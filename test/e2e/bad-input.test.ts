@@ -3,10 +3,11 @@ import http from "node:http";
 import http2 from "node:http2";
 import t from "tap";
 import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import type * as grpc from "@grpc/grpc-js";
 import type { VideoSchema, Video_Visibility } from "../../gen/video/v1/video_pb.js";
 import { CreateVideoRequestSchema } from "../../gen/video/v1/video_service_pb.js";
+import { EventService } from "../../gen/video/v1/event_service_pb.js";
 import {
   DATABASES,
   countVideos,
@@ -234,6 +235,43 @@ function behaviours(w: () => World) {
         const malformed = await rest(w(), "GET", "/videos/%E0%A4%A");
         expectRestError(t, malformed, 400, "INVALID_ARGUMENT", undefined, "broken percent-encoding in the path");
       });
+    },
+
+    async "EventService: bad cursors, video ids and page sizes are INVALID_ARGUMENT naming the field, over every protocol"(t: T) {
+      const { s } = w();
+      const badCursors = ["abc", "-1", "1e5", "1.5", "0x10", " 1", "9".repeat(19), "' OR 1=1 --", "😀", "x".repeat(10_000)];
+      const badIds = ["not-a-uuid", "../../etc/passwd", `${w().victim}\u0000`, "' OR 1=1 --"];
+      for (const [name, transport] of Object.entries(s.transports)) {
+        const events = createClient(EventService, transport);
+        for (const after of badCursors) {
+          const label = `${name}: after ${JSON.stringify(after.slice(0, 30))}`;
+          await expectCode(t, events.listEvents({ after }), Code.InvalidArgument, ["after"], `${label} (list)`);
+          await expectCode(t, firstMessage(events.watchEvents({ after })), Code.InvalidArgument, ["after"], `${label} (watch)`);
+        }
+        for (const videoId of badIds) {
+          const label = `${name}: video_id ${JSON.stringify(videoId.slice(0, 30))}`;
+          await expectCode(t, events.listEvents({ videoId }), Code.InvalidArgument, ["video_id"], `${label} (list)`);
+          await expectCode(t, firstMessage(events.watchEvents({ videoId })), Code.InvalidArgument, ["video_id"], `${label} (watch)`);
+        }
+        await expectCode(t, events.listEvents({ after: "abc", videoId: "nope" }), Code.InvalidArgument, ["after", "video_id"], `${name}: both fields named at once`);
+        await expectCode(t, events.listEvents({ pageSize: -1 }), Code.InvalidArgument, ["page_size"], `${name}: negative page_size`);
+        const clamped = await events.listEvents({ pageSize: 2_000_000_000 });
+        t.ok(clamped.events.length <= 1000, `${name}: a huge page_size is clamped (${clamped.events.length} events)`);
+        const far = await events.listEvents({ after: "9".repeat(18) });
+        t.same([far.events.length, far.nextCursor], [0, "9".repeat(18)], `${name}: a cursor past the end is an empty page that keeps the cursor`);
+      }
+      for (const after of badCursors.filter((c) => c.length < 6000)) {
+        expectRestError(t, await rest(w(), "GET", `/events?after=${encodeURIComponent(after)}`), 400, "INVALID_ARGUMENT", ["after"], `GET /events after ${JSON.stringify(after.slice(0, 30))}`);
+      }
+      for (const id of badIds) {
+        expectRestError(t, await rest(w(), "GET", `/events?video_id=${encodeURIComponent(id)}`), 400, "INVALID_ARGUMENT", ["video_id"], `GET /events video_id ${JSON.stringify(id.slice(0, 30))}`);
+      }
+      expectRestError(t, await rest(w(), "GET", "/events?page_size=-1"), 400, "INVALID_ARGUMENT", ["page_size"], "GET /events page_size=-1");
+      expectRestError(t, await rest(w(), "GET", "/events?page_size=ten"), 400, "INVALID_ARGUMENT", ["page_size"], "GET /events page_size=ten");
+      expectRestError(t, await rest(w(), "GET", "/events?page_size=99999999999"), 400, "INVALID_ARGUMENT", ["page_size"], "GET /events page_size over int32");
+      expectRestError(t, await rest(w(), "GET", "/events?bogus=1"), 400, "INVALID_ARGUMENT", undefined, "GET /events with an unknown parameter");
+      const ok = await rest(w(), "GET", "/events?page_size=1");
+      t.equal(ok.status, 200, "and a good request still answers");
     },
 
     async "REST: malformed JSON, wrong types and unknown fields are 400 naming the field"(t: T) {
@@ -522,4 +560,10 @@ for (const db of DATABASES) {
       await t.test(name, fn);
     }
   });
+}
+
+/** Reads a server stream's first message (the call's error, if it fails before one). */
+async function firstMessage<T>(stream: AsyncIterable<T>): Promise<T | undefined> {
+  for await (const m of stream) return m;
+  return undefined;
 }
