@@ -11,8 +11,17 @@ export interface FieldViolation {
 
 /** INVALID_ARGUMENT naming every bad field (google.rpc.BadRequest, AIP-193). */
 export function invalidArgument(violations: FieldViolation[]): ConnectError {
+  return badRequest(Code.InvalidArgument, violations);
+}
+
+/** OUT_OF_RANGE: a well-formed value past what exists (a cursor older than the retained history). */
+export function outOfRange(violation: FieldViolation): ConnectError {
+  return badRequest(Code.OutOfRange, [violation]);
+}
+
+function badRequest(code: Code, violations: FieldViolation[]): ConnectError {
   const summary = violations.map((v) => `${v.field}: ${v.description}`).join("; ");
-  return new ConnectError(summary, Code.InvalidArgument, undefined, [
+  return new ConnectError(summary, code, undefined, [
     {
       desc: BadRequestSchema,
       value: create(BadRequestSchema, {

@@ -64,6 +64,12 @@ export interface OutboxPublishedTable {
   publish_time: ColumnType<Date, Date | string, never>;
 }
 
+/** One row: the newest position retention has deleted (V8). */
+export interface OutboxRetentionTable {
+  singleton: ColumnType<boolean, never, never>;
+  horizon: ColumnType<string, never, number | string>;
+}
+
 export interface VideoCreateRequestsTable {
   request_id: string;
   owner_id: string;
@@ -138,6 +144,7 @@ export interface Database {
   outbox: OutboxTable;
   outbox_pending: OutboxPendingTable;
   outbox_published: OutboxPublishedTable;
+  outbox_retention: OutboxRetentionTable;
   audit_events: AuditEventsTable;
   uploads: UploadsTable;
   storage_deletions: StorageDeletionsTable;

@@ -6,7 +6,7 @@ import { EventSchema, EventService, type Event } from "../../gen/video/v1/event_
 import { callerOf } from "../auth/caller.js";
 import { assertMayReadEvents } from "../auth/policy.js";
 import type { Database, OutboxPublishedTable, OutboxTable } from "../db/schema.js";
-import { invalidArgument, type FieldViolation } from "../errors.js";
+import { invalidArgument, outOfRange, type FieldViolation } from "../errors.js";
 import { videoId } from "../videos/rules.js";
 import { decodePayload } from "./cloudevents.js";
 import type { OutboxRelay } from "./relay.js";
@@ -43,7 +43,30 @@ function parseFilter(req: { after: string; videoId: string }) {
   if (req.after !== "" && !/^\d{1,18}$/.test(req.after)) out.push({ field: "after", description: "is not a cursor returned by this service" });
   const id = req.videoId === "" ? undefined : videoId(req.videoId, "video_id", out);
   if (out.length > 0) throw invalidArgument(out);
-  return { after: req.after === "" ? "0" : req.after, videoId: id };
+  // Canonical digits, so "007" and "7" are the same cursor.
+  return { after: req.after === "" ? "0" : BigInt(req.after).toString(), videoId: id };
+}
+
+/**
+ * The events after `after`, read in one snapshot with the retention horizon:
+ * a cursor older than the horizon may have missed events that retention has
+ * deleted, and is refused rather than resumed after the gap ("0", like an
+ * empty cursor, asks for the oldest retained event on).
+ */
+function pageAfter(db: Kysely<Database>, after: string, video: string | undefined, limit: number) {
+  return db
+    .transaction()
+    .setIsolationLevel("repeatable read")
+    .execute(async (trx) => {
+      const { horizon } = await trx.selectFrom("outbox_retention").select("horizon").executeTakeFirstOrThrow();
+      if (after !== "0" && BigInt(after) < BigInt(horizon)) {
+        throw outOfRange({
+          field: "after",
+          description: `cursor ${after} is older than the retained history: events up to ${horizon} were deleted after OUTBOX_RETENTION; list again from an empty cursor and reconcile`,
+        });
+      }
+      return page(trx, after, video, limit);
+    });
 }
 
 function page(db: Kysely<Database>, after: string, video: string | undefined, limit: number) {
@@ -79,7 +102,7 @@ export default (db: () => Kysely<Database>, relay: OutboxRelay, shutdown: AbortS
       if (req.pageSize < 0) throw invalidArgument([{ field: "page_size", description: "must not be negative" }]);
       const { after, videoId } = parseFilter(req);
       const size = req.pageSize === 0 ? PAGE.default : Math.min(req.pageSize, PAGE.max);
-      const rows = await page(db(), after, videoId, size);
+      const rows = await pageAfter(db(), after, videoId, size);
       return { events: rows.map(toEvent), nextCursor: rows.length > 0 ? String(rows[rows.length - 1].position) : req.after };
     },
 
@@ -89,7 +112,7 @@ export default (db: () => Kysely<Database>, relay: OutboxRelay, shutdown: AbortS
       const { videoId } = filter;
       let { after } = filter;
       while (!hc.signal.aborted && !shutdown.aborted) {
-        const rows = await page(db(), after, videoId, 500);
+        const rows = await pageAfter(db(), after, videoId, 500);
         for (const row of rows) yield toEvent(row);
         if (rows.length > 0) after = String(rows[rows.length - 1].position);
         else await nextPublication(relay, hc, shutdown, 1000);

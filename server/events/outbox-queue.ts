@@ -143,7 +143,9 @@ export async function park(trx: Transaction<Database>, id: string, reason: strin
  * Deletes up to 1000 events published before `cutoff`; bounded so it never
  * holds locks for long. Only the first 1000 positions are looked at: publish
  * times grow with position (both are taken under the position lock), so the
- * expired events are a prefix and no index on publish_time is needed.
+ * expired events are a prefix and no index on publish_time is needed. The
+ * retention horizon is raised in the same statement, so a reader sees the
+ * events gone and the horizon moved at once, or neither.
  */
 export async function deleteExpired(db: Kysely<Database>, cutoff: Date): Promise<void> {
   // Raw: the builder cannot chain a DELETE … RETURNING into another DELETE.
@@ -153,7 +155,10 @@ export async function deleteExpired(db: Kysely<Database>, cutoff: Date): Promise
         select position from (select position, publish_time from outbox_published order by position limit 1000) first
         where publish_time < ${cutoff}
       )
-      returning id
+      returning id, position
+    ), horizon as (
+      update outbox_retention set horizon = greatest(horizon, (select max(position) from expired))
+      where exists (select 1 from expired)
     )
     delete from outbox where id in (select id from expired)`.execute(db);
 }

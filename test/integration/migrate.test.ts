@@ -87,6 +87,40 @@ const behaviours: Record<string, (t: TestContext, open: Open) => Promise<void>> 
     t.equal(queued.rows[0].n, 2, "an event inserted after V7 is pending at once");
   },
 
+  async "V8 starts the retention horizon just before the oldest position left (or at the last position drawn, when none is)"(t, open) {
+    const horizon = async (h: DatabaseHandle) => String((await h.db.selectFrom("outbox_retention").select("horizon").executeTakeFirstOrThrow()).horizon);
+    const upTo7 = async (handle: DatabaseHandle) => {
+      const dir = await copyOfRealMigrations(t);
+      const later = (await readMigrations(dir)).filter((f) => Number(f.version) >= 8);
+      const held = await tempDir(t);
+      for (const f of later) await rename(join(dir, f.script), join(held, f.script));
+      await migrate(handle, { dir });
+      return async () => {
+        for (const f of later) await rename(join(held, f.script), join(dir, f.script));
+        await migrate(handle, { dir });
+      };
+    };
+
+    const fresh = await open(t);
+    await (await upTo7(fresh))();
+    t.equal(await horizon(fresh), "0", "a new database: nothing deleted");
+
+    const retained = await open(t);
+    const rest = await upTo7(retained);
+    // Positions 1–4 were deleted by retention before V8 existed; 5 and 6 are left.
+    await sql`select setval('outbox_publish_position', 6)`.execute(retained.db);
+    await sql`insert into outbox_published (position, id, video_id, publish_time) values
+      (5, 1, '0198c1e2-0000-7000-8000-0000000000a1', now()), (6, 2, '0198c1e2-0000-7000-8000-0000000000a1', now())`.execute(retained.db);
+    await rest();
+    t.equal(await horizon(retained), "4", "the positions before the oldest one left count as deleted");
+
+    const emptied = await open(t);
+    const after = await upTo7(emptied);
+    await sql`select setval('outbox_publish_position', 41)`.execute(emptied.db);
+    await after();
+    t.equal(await horizon(emptied), "41", "everything published was deleted: every position drawn");
+  },
+
   async "applies the real migrations once and records them as Flyway does"(t, open) {
     const handle = await open(t);
     const files = await readMigrations(realDir);

@@ -107,7 +107,10 @@ export const EventSchema: GenMessage<Event> = /*@__PURE__*/
  */
 export type ListEventsRequest = Message<"video.v1.ListEventsRequest"> & {
   /**
-   * Cursor of the last event already seen; empty starts at the oldest retained event.
+   * Cursor of the last event already seen; empty (or "0") starts at the
+   * oldest retained event. A cursor older than the retained history
+   * (OUTBOX_RETENTION deleted events after it) is OUT_OF_RANGE: list again
+   * from an empty cursor and reconcile.
    *
    * @generated from field: string after = 1;
    */
@@ -165,6 +168,9 @@ export const ListEventsResponseSchema: GenMessage<ListEventsResponse> = /*@__PUR
  */
 export type WatchEventsRequest = Message<"video.v1.WatchEventsRequest"> & {
   /**
+   * As ListEventsRequest.after; the stream ends with OUT_OF_RANGE if the
+   * retained history moves past it while the stream is read.
+   *
    * @generated from field: string after = 1;
    */
   after: string;
