@@ -9,7 +9,8 @@ import { poll, pubsubSkipReason, sleep, startService, subscribedTopic, type Cons
 // while, then started again — while the service keeps running. Writes made
 // while it is down fail with UNAVAILABLE; the service serves again without
 // being restarted; every acknowledged write is in the database and its event
-// reaches the topic, in per-video order.
+// reaches the topic, in per-video order. And a SIGTERM while it is down
+// still ends the process cleanly and promptly.
 
 const skip = postgresSkipReason() || pubsubSkipReason() || privateClusterSkipReason();
 
@@ -122,3 +123,19 @@ for (const mode of ["immediate", "fast"] as const) {
     t.equal((await svc.exited).code, 0, "and the service still shuts down cleanly");
   });
 }
+
+t.test("SIGTERM while PostgreSQL is down: the service still drains and exits 0 within the grace period", { skip }, async (t: Test) => {
+  const cluster = await startPrivateCluster(t);
+  const url = await cluster.createDatabase("vms");
+  const { name } = await subscribedTopic(t);
+  const svc = await startService(t, { databaseUrl: url, topic: name, env: { SHUTDOWN_GRACE_MS: "5000" } });
+  const video = (await svc.rest("POST", "/videos", { title: "before" })).json.id;
+  await cluster.stop("immediate");
+  const r = await svc.rest("PATCH", `/videos/${video}`, { title: "while down" });
+  t.equal(r.status, 503, "a write while it is down is 503");
+  const stopAt = Date.now();
+  svc.child.kill("SIGTERM");
+  const exit = await svc.exited;
+  t.equal(exit.code, 0, "exits 0");
+  t.ok(Date.now() - stopAt < 6000, `within the grace period (${Date.now() - stopAt} ms)`);
+});
