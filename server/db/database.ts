@@ -39,6 +39,11 @@ export interface PostgresOptions {
   log?: LogConfig;
 }
 
+// On every connection, pooled or listening: a peer that vanished without
+// closing (a partition, a dead host) is probed after 30 s idle instead of the
+// kernel's default two hours.
+const KEEPALIVE = { keepAlive: true, keepAliveInitialDelayMillis: 30_000 } as const;
+
 export function openPostgres(options: PostgresOptions): DatabaseHandle {
   const pool = new pg.Pool({
     connectionString: options.url,
@@ -48,10 +53,7 @@ export function openPostgres(options: PostgresOptions): DatabaseHandle {
     idleTimeoutMillis: 30_000,
     statement_timeout: options.statementTimeoutMs ?? 30_000,
     idle_in_transaction_session_timeout: options.idleInTransactionMs ?? 60_000,
-    // A peer that vanished without closing (a partition, a dead host) is
-    // probed after 30 s idle instead of the kernel's default two hours.
-    keepAlive: true,
-    keepAliveInitialDelayMillis: 30_000,
+    ...KEEPALIVE,
     application_name: "video-management-service",
   });
   // An idle client losing its connection (database restart) must not crash the
@@ -81,7 +83,7 @@ export function openPostgres(options: PostgresOptions): DatabaseHandle {
     },
     async listen(channel, onNotify, onLost) {
       // A dedicated connection outside the pool: LISTEN is session state.
-      const client = new pg.Client({ connectionString: options.url, application_name: "video-management-service/listen", keepAlive: true, keepAliveInitialDelayMillis: 30_000 });
+      const client = new pg.Client({ connectionString: options.url, application_name: "video-management-service/listen", ...KEEPALIVE });
       client.on("notification", (n) => n.channel === channel && onNotify());
       client.on("error", (e) => onLost(e));
       await client.connect();

@@ -13,6 +13,7 @@ import {
   countVideos,
   expectCode,
   expectRestError,
+  firstMessage,
   rpcClients,
   startTestServer,
   storedRow,
@@ -560,10 +561,4 @@ for (const db of DATABASES) {
       await t.test(name, fn);
     }
   });
-}
-
-/** Reads a server stream's first message (the call's error, if it fails before one). */
-async function firstMessage<T>(stream: AsyncIterable<T>): Promise<T | undefined> {
-  for await (const m of stream) return m;
-  return undefined;
 }

@@ -2,18 +2,13 @@ import t from "tap";
 import { Code, createClient } from "@connectrpc/connect";
 import { EventService } from "../../gen/video/v1/event_service_pb.js";
 import { deleteExpired } from "../../server/events/outbox-queue.js";
-import { DATABASES, expectCode, expectRestError, startTestServer } from "../support/server.js";
+import { DATABASES, expectCode, expectRestError, firstMessage, startTestServer } from "../support/server.js";
 
 // A consumer that was away longer than OUTBOX_RETENTION: its cursor points
 // before events that retention has deleted. ListEvents and WatchEvents refuse
 // it with OUT_OF_RANGE (REST 400) rather than resume after the gap as if
 // nothing were missing; an empty cursor (or "0") starts at the oldest retained
 // event, and cursors at or after the horizon go on working.
-
-async function firstMessage<T>(stream: AsyncIterable<T>): Promise<T | undefined> {
-  for await (const m of stream) return m;
-  return undefined;
-}
 
 for (const db of DATABASES) {
   t.test(`a cursor older than the retained history is OUT_OF_RANGE (${db.kind})`, { skip: db.skip }, async (t) => {

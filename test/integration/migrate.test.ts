@@ -42,6 +42,23 @@ async function copyOfRealMigrations(t: TestContext): Promise<string> {
   return dir;
 }
 
+/**
+ * Applies the real migrations before `version` to `handle`; resolves to a
+ * function that applies the rest, so a test can put data in the shape an
+ * older version left it before a later migration runs.
+ */
+async function migrateBefore(t: TestContext, handle: DatabaseHandle, version: number): Promise<() => Promise<string[]>> {
+  const dir = await copyOfRealMigrations(t);
+  const later = (await readMigrations(dir)).filter((f) => Number(f.version) >= version);
+  const held = await tempDir(t);
+  for (const f of later) await rename(join(dir, f.script), join(held, f.script));
+  await migrate(handle, { dir });
+  return async () => {
+    for (const f of later) await rename(join(held, f.script), join(dir, f.script));
+    return (await migrate(handle, { dir })).applied;
+  };
+}
+
 async function relationExists(handle: DatabaseHandle, name: string): Promise<boolean> {
   const { rows } = await sql<{ found: string | null }>`select to_regclass(${name})::text as found`.execute(handle.db);
   return rows[0].found !== null;
@@ -54,19 +71,15 @@ function history(handle: DatabaseHandle) {
 const behaviours: Record<string, (t: TestContext, open: Open) => Promise<void>> = {
   async "V7 moves the outbox's published and pending events into their tables, positions kept"(t, open) {
     const handle = await open(t);
-    const dir = await copyOfRealMigrations(t);
-    const later = (await readMigrations(dir)).filter((f) => Number(f.version) >= 7);
-    const held = await tempDir(t);
-    for (const f of later) await rename(join(dir, f.script), join(held, f.script));
-    await migrate(handle, { dir });
+    const rest = await migrateBefore(t, handle, 7);
     // Before V7: two published (positions 7 and 9), one pending, one parked.
     await sql`insert into outbox (event_id, video_id, sequence, type, payload, create_time, publish_position, publish_time, parked_time) values
       ('0198c1e2-0000-7000-8000-000000000001', '0198c1e2-0000-7000-8000-0000000000a1', 1, 'video.v1.VideoCreated', '\\x', now(), 7, now() - interval '1 minute', null),
       ('0198c1e2-0000-7000-8000-000000000002', '0198c1e2-0000-7000-8000-0000000000a1', 2, 'video.v1.VideoUpdated', '\\x', now(), 9, now(), null),
       ('0198c1e2-0000-7000-8000-000000000003', '0198c1e2-0000-7000-8000-0000000000a1', 3, 'video.v1.VideoUpdated', '\\x', now(), null, null, null),
       ('0198c1e2-0000-7000-8000-000000000004', '0198c1e2-0000-7000-8000-0000000000b2', 1, 'video.v1.Exploded', '\\x', now(), null, null, now())`.execute(handle.db);
-    for (const f of later) await rename(join(held, f.script), join(dir, f.script));
-    t.same((await migrate(handle, { dir })).applied, later.map((f) => f.script));
+    const later = (await readMigrations(realDir)).filter((f) => Number(f.version) >= 7);
+    t.same(await rest(), later.map((f) => f.script));
 
     const published = await sql<{ position: string; event_id: string }>`
       select p.position::text, o.event_id::text from outbox_published p join outbox o on o.id = p.id order by p.position`.execute(handle.db);
@@ -89,24 +102,12 @@ const behaviours: Record<string, (t: TestContext, open: Open) => Promise<void>> 
 
   async "V8 starts the retention horizon just before the oldest position left (or at the last position drawn, when none is)"(t, open) {
     const horizon = async (h: DatabaseHandle) => String((await h.db.selectFrom("outbox_retention").select("horizon").executeTakeFirstOrThrow()).horizon);
-    const upTo7 = async (handle: DatabaseHandle) => {
-      const dir = await copyOfRealMigrations(t);
-      const later = (await readMigrations(dir)).filter((f) => Number(f.version) >= 8);
-      const held = await tempDir(t);
-      for (const f of later) await rename(join(dir, f.script), join(held, f.script));
-      await migrate(handle, { dir });
-      return async () => {
-        for (const f of later) await rename(join(held, f.script), join(dir, f.script));
-        await migrate(handle, { dir });
-      };
-    };
-
     const fresh = await open(t);
-    await (await upTo7(fresh))();
+    await (await migrateBefore(t, fresh, 8))();
     t.equal(await horizon(fresh), "0", "a new database: nothing deleted");
 
     const retained = await open(t);
-    const rest = await upTo7(retained);
+    const rest = await migrateBefore(t, retained, 8);
     // Positions 1–4 were deleted by retention before V8 existed; 5 and 6 are left.
     await sql`select setval('outbox_publish_position', 6)`.execute(retained.db);
     await sql`insert into outbox_published (position, id, video_id, publish_time) values
@@ -115,7 +116,7 @@ const behaviours: Record<string, (t: TestContext, open: Open) => Promise<void>> 
     t.equal(await horizon(retained), "4", "the positions before the oldest one left count as deleted");
 
     const emptied = await open(t);
-    const after = await upTo7(emptied);
+    const after = await migrateBefore(t, emptied, 8);
     await sql`select setval('outbox_publish_position', 41)`.execute(emptied.db);
     await after();
     t.equal(await horizon(emptied), "41", "everything published was deleted: every position drawn");

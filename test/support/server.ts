@@ -266,6 +266,12 @@ export function violationFields(err: ConnectError): string[] {
  * Awaits a call that must fail with `code`; with `fields`, the error must carry
  * a google.rpc.BadRequest naming exactly those fields. Returns the error.
  */
+/** A server stream's first message; rejects with the call's error if it fails before sending one. */
+export async function firstMessage<T>(stream: AsyncIterable<T>): Promise<T | undefined> {
+  for await (const m of stream) return m;
+  return undefined;
+}
+
 export async function expectCode(t: Asserts, call: Promise<unknown>, code: Code, fields?: string[], msg = ""): Promise<ConnectError | undefined> {
   try {
     await call;
