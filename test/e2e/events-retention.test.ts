@@ -2,6 +2,7 @@ import t from "tap";
 import { Code, createClient } from "@connectrpc/connect";
 import { EventService } from "../../gen/video/v1/event_service_pb.js";
 import { deleteExpired } from "../../server/events/outbox-queue.js";
+import { poll } from "../support/pubsub.js";
 import { DATABASES, expectCode, expectRestError, firstMessage, startTestServer } from "../support/server.js";
 
 // A consumer that was away longer than OUTBOX_RETENTION: its cursor points
@@ -15,11 +16,10 @@ for (const db of DATABASES) {
     const s = await startTestServer(t, { database: db.kind, env: { RELAY_POLL_MS: "50" } });
     const events = createClient(EventService, s.transports.grpc);
     for (const title of ["one", "two", "three"]) await s.clients.grpc.createVideo({ video: { title } });
-    let listed = (await events.listEvents({})).events;
-    for (let i = 0; listed.length < 3 && i < 100; i++) {
-      await new Promise((r) => setTimeout(r, 50));
-      listed = (await events.listEvents({})).events;
-    }
+    const listed = await poll(async () => {
+      const page = (await events.listEvents({})).events;
+      return page.length >= 3 && page;
+    }, 5000, "three events published");
     t.equal(listed.length, 3, "three events published");
     const [first, , last] = listed.map((e) => e.cursor);
 
@@ -40,12 +40,11 @@ for (const db of DATABASES) {
     t.same((await events.listEvents({ after: "0" })).events, [], '"0", like an empty cursor, starts at the oldest retained event');
 
     const fourth = await s.clients.grpc.createVideo({ video: { title: "four" } });
-    let next = await events.listEvents({ after: last });
-    for (let i = 0; next.events.length === 0 && i < 100; i++) {
-      await new Promise((r) => setTimeout(r, 50));
-      next = await events.listEvents({ after: last });
-    }
-    t.same(next.events.map((e) => e.subject), [fourth.id], "a consumer at the horizon reads on");
+    const next = await poll(async () => {
+      const page = (await events.listEvents({ after: last })).events;
+      return page.length > 0 && page;
+    }, 5000, "the fourth event published");
+    t.same(next.map((e) => e.subject), [fourth.id], "a consumer at the horizon reads on");
     const watched = await firstMessage(events.watchEvents({ after: last }));
     t.equal(watched?.subject, fourth.id, "and so does a watcher");
   });
