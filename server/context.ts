@@ -1,4 +1,5 @@
 import { trace, type Tracer } from "@opentelemetry/api";
+import type { LogEvent } from "kysely";
 import type winston from "winston";
 import type { Config } from "./config.js";
 import { openPGlite, openPostgres, type DatabaseHandle } from "./db/database.js";
@@ -8,6 +9,8 @@ import { createMetrics, type Metrics } from "./metrics.js";
 import { FsStore } from "./storage/fs-store.js";
 import type { ObjectStore } from "./storage/object-store.js";
 import { S3Store, createS3Client } from "./storage/s3-store.js";
+import { registerPoolGauges } from "./db/pool-metrics.js";
+import { queryMetrics } from "./telemetry/query-metrics.js";
 import { querySpans } from "./telemetry/query-spans.js";
 import { SERVICE_NAME } from "./telemetry/tracing.js";
 
@@ -34,14 +37,16 @@ export class AppContext {
   }
 
   static async fromConfig(cfg: Config, overrides: Partial<Pick<AppContext, "logger" | "clock">> = {}): Promise<AppContext> {
-    const log = cfg.tracing.exporter ? querySpans(trace.getTracer(SERVICE_NAME), "postgresql") : undefined;
+    const metrics = createMetrics();
+    const log = queryLog(metrics, cfg.tracing.exporter ? querySpans(trace.getTracer(SERVICE_NAME), "postgresql") : undefined);
+    const onAcquireWait = () => metrics.dbPoolWaits.inc();
     const database = cfg.database.url
-      ? openPostgres({ url: cfg.database.url, poolMax: cfg.database.poolMax, statementTimeoutMs: cfg.limits.maxRequestMs, idleInTransactionMs: cfg.database.idleInTransactionMs, log })
-      : await openPGlite(`${cfg.dataDir}/pglite`, log);
+      ? openPostgres({ url: cfg.database.url, poolMax: cfg.database.poolMax, statementTimeoutMs: cfg.limits.maxRequestMs, idleInTransactionMs: cfg.database.idleInTransactionMs, log, onAcquireWait })
+      : await openPGlite(`${cfg.dataDir}/pglite`, log, onAcquireWait);
+    registerPoolGauges(() => database.poolStats(), metrics);
     const logger = overrides.logger ?? createLogger(cfg.logLevel);
     const pubsub = cfg.events.pubsub;
     const publisher = pubsub ? new PubSubPublisher({ projectId: pubsub.projectId, topic: pubsub.topic }) : new LogPublisher(logger);
-    const metrics = createMetrics();
     const s3 = cfg.storage.s3;
     const store = s3
       ? new S3Store(createS3Client({ ...s3, maxSockets: cfg.database.poolMax * 2 + 16 }, metrics, logger), s3.bucket, s3.stream)
@@ -53,4 +58,14 @@ export class AppContext {
     await this.publisher.close();
     await this.database.close();
   }
+}
+
+// Kysely's query log: the latency histogram always, database spans when tracing.
+function queryLog(metrics: Metrics, spans: ((event: LogEvent) => void) | undefined): (event: LogEvent) => void {
+  const record = queryMetrics(metrics.dbQueryDuration);
+  if (!spans) return record;
+  return (event) => {
+    record(event);
+    spans(event);
+  };
 }

@@ -69,6 +69,18 @@ export function createMetrics() {
       labelNames: ["operation"] as const,
       registers: [registry],
     }),
+    dbQueryDuration: new Histogram({
+      name: "db_query_duration_seconds",
+      help: "Database statement duration by statement summary (operation and table, never values) and outcome",
+      labelNames: ["operation", "outcome"] as const,
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    }),
+    dbPoolWaits: new Counter({
+      name: "db_pool_acquire_waits_total",
+      help: "Connection acquisitions that found every connection in use and had to wait",
+      registers: [registry],
+    }),
     uploadBytes: new Counter({
       name: "upload_bytes_total",
       help: "Bytes received by streamed uploads (UploadVideoContent, PUT /videos/{id}/content, the filesystem store)",

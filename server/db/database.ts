@@ -5,6 +5,7 @@ import { Kysely, PostgresDialect, type LogConfig } from "kysely";
 import pg from "pg";
 import { NamedStatementClient } from "./pg-named-client.js";
 import { PGliteDialect } from "./pglite-dialect.js";
+import type { PoolStats } from "./pool-metrics.js";
 import type { Database } from "./schema.js";
 
 // A session that can run multi-statement SQL scripts and hold session state
@@ -23,6 +24,8 @@ export interface DatabaseHandle {
   ping(): Promise<void>;
   /** LISTEN on a channel; resolves to an unlisten function. onLost fires if the listening connection drops. */
   listen(channel: string, onNotify: () => void, onLost: (error: Error) => void): Promise<() => Promise<void>>;
+  /** The connections right now (db_pool_* gauges). */
+  poolStats(): PoolStats;
   close(): Promise<void>;
 }
 
@@ -35,8 +38,10 @@ export interface PostgresOptions {
   // replica frozen or cut off mid-batch — is ended by the server, releasing
   // the locks it holds (the relay's per-video locks among them).
   idleInTransactionMs?: number;
-  /** Kysely's query log (tracing records database spans through it). */
+  /** Kysely's query log (query metrics and database spans are recorded through it). */
   log?: LogConfig;
+  /** Called when a caller asks for a connection while every one is in use. */
+  onAcquireWait?: () => void;
 }
 
 // On every connection, pooled or listening: a peer that vanished without
@@ -44,8 +49,22 @@ export interface PostgresOptions {
 // kernel's default two hours.
 const KEEPALIVE = { keepAlive: true, keepAliveInitialDelayMillis: 30_000 } as const;
 
+// pg.Pool with a count of the acquisitions that must queue: no idle
+// connection and no room for a new one. Everything goes through connect()
+// (Kysely's checkouts, Pool#query, withSession).
+class WaitCountingPool extends pg.Pool {
+  constructor(config: pg.PoolConfig, private readonly onWait: () => void) {
+    super(config);
+  }
+
+  override connect(...args: any[]): any {
+    if (this.idleCount === 0 && this.totalCount >= (this.options.max ?? 10)) this.onWait();
+    return (super.connect as (...a: any[]) => any)(...args);
+  }
+}
+
 export function openPostgres(options: PostgresOptions): DatabaseHandle {
-  const pool = new pg.Pool({
+  const pool = new WaitCountingPool({
     connectionString: options.url,
     max: options.poolMax,
     Client: NamedStatementClient,
@@ -55,7 +74,7 @@ export function openPostgres(options: PostgresOptions): DatabaseHandle {
     idle_in_transaction_session_timeout: options.idleInTransactionMs ?? 60_000,
     ...KEEPALIVE,
     application_name: "video-management-service",
-  });
+  }, options.onAcquireWait ?? (() => {}));
   // An idle client losing its connection (database restart) must not crash the
   // process; the pool drops it and the next checkout reconnects.
   pool.on("error", () => {});
@@ -94,16 +113,20 @@ export function openPostgres(options: PostgresOptions): DatabaseHandle {
         await client.end().catch(() => {});
       };
     },
+    poolStats() {
+      return { inUse: pool.totalCount - pool.idleCount, idle: pool.idleCount, waiting: pool.waitingCount };
+    },
     async close() {
       await db.destroy();
     },
   };
 }
 
-export async function openPGlite(dataDir: string | undefined, log?: LogConfig): Promise<DatabaseHandle> {
+export async function openPGlite(dataDir: string | undefined, log?: LogConfig, onAcquireWait?: () => void): Promise<DatabaseHandle> {
   if (dataDir) mkdirSync(dataDir, { recursive: true });
   const pglite = await PGlite.create({ dataDir, extensions: { pg_trgm } });
-  const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite), log });
+  const dialect = new PGliteDialect(pglite, onAcquireWait);
+  const db = new Kysely<Database>({ dialect, log });
   return {
     kind: "pglite",
     db,
@@ -123,6 +146,11 @@ export async function openPGlite(dataDir: string | undefined, log?: LogConfig): 
     },
     async listen(channel, onNotify) {
       return pglite.listen(channel, () => onNotify());
+    },
+    poolStats() {
+      // One connection: in use by one holder, the rest of the holders queued.
+      const holders = dialect.holders();
+      return { inUse: Math.min(holders, 1), idle: holders === 0 ? 1 : 0, waiting: Math.max(holders - 1, 0) };
     },
     async close() {
       await db.destroy();

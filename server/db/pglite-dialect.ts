@@ -34,8 +34,13 @@ class PGliteDriver implements Driver {
   private readonly connection: PGliteConnection;
   private tail: Promise<void> = Promise.resolve();
   private release: (() => void) | undefined;
+  /** Callers holding or queued for the connection. */
+  holders = 0;
 
-  constructor(private readonly pglite: PGlite) {
+  constructor(
+    private readonly pglite: PGlite,
+    private readonly onWait: () => void,
+  ) {
     this.connection = new PGliteConnection(pglite);
   }
 
@@ -44,6 +49,7 @@ class PGliteDriver implements Driver {
   }
 
   async acquireConnection(): Promise<DatabaseConnection> {
+    if (this.holders++ > 0) this.onWait();
     const previous = this.tail;
     let release!: () => void;
     this.tail = new Promise((resolve) => (release = resolve));
@@ -55,6 +61,7 @@ class PGliteDriver implements Driver {
   async releaseConnection(): Promise<void> {
     const release = this.release;
     this.release = undefined;
+    this.holders--;
     release?.();
   }
 
@@ -76,9 +83,18 @@ class PGliteDriver implements Driver {
 }
 
 export class PGliteDialect implements Dialect {
-  constructor(private readonly pglite: PGlite) {}
+  private driver: PGliteDriver | undefined;
+  constructor(
+    private readonly pglite: PGlite,
+    private readonly onWait: () => void = () => {},
+  ) {}
   createDriver(): Driver {
-    return new PGliteDriver(this.pglite);
+    this.driver = new PGliteDriver(this.pglite, this.onWait);
+    return this.driver;
+  }
+  /** Callers holding or queued for the one connection (0 before the first query). */
+  holders(): number {
+    return this.driver?.holders ?? 0;
   }
   createQueryCompiler() {
     return new PostgresQueryCompiler();
