@@ -1,10 +1,8 @@
 import { once } from "node:events";
 import { readFileSync } from "node:fs";
 import { ConfigError, loadConfig, type Config } from "./config.js";
-import { AppContext } from "./context.js";
-import { migrate } from "./db/migrate.js";
+import { createLogger } from "./logger.js";
 import { startTracing } from "./telemetry/tracing.js";
-import { createServer } from "./transport/server.js";
 
 // Entry point: configuration, context, migrations, serving, and a graceful
 // exit on SIGTERM/SIGINT.
@@ -22,10 +20,15 @@ function configOrExit(): Config {
 }
 
 const cfg = configOrExit();
-const ctx = await AppContext.fromConfig(cfg);
-const log = ctx.logger;
+const log = createLogger(cfg.logLevel);
 const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
 const tracing = startTracing(cfg.tracing, log, version);
+// Imported once tracing is set up: the gRPC instrumentation must see
+// @grpc/grpc-js being loaded (by the Pub/Sub SDK, below AppContext).
+const { AppContext } = await import("./context.js");
+const { migrate } = await import("./db/migrate.js");
+const { createServer } = await import("./transport/server.js");
+const ctx = await AppContext.fromConfig(cfg, { logger: log });
 
 try {
   if (cfg.database.migrateOnStart) {

@@ -1,6 +1,8 @@
 import { diag, DiagLogLevel, type DiagLogger } from "@opentelemetry/api";
 import { OTLPTraceExporter as OTLPJsonExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { OTLPTraceExporter as OTLPProtobufExporter } from "@opentelemetry/exporter-trace-otlp-proto";
+import { registerInstrumentations } from "@opentelemetry/instrumentation";
+import { GrpcInstrumentation } from "@opentelemetry/instrumentation-grpc";
 import { detectResources, envDetector, resourceFromAttributes } from "@opentelemetry/resources";
 import { BatchSpanProcessor, NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from "@opentelemetry/semantic-conventions";
@@ -11,6 +13,10 @@ import { traceContext } from "./trace-context.js";
 // The process's OpenTelemetry set-up. Tracing is a process concern like signal
 // handling, so main.ts calls this once; everything else only uses the API
 // (`trace.getTracer`), which stays a cheap no-op when nothing is registered.
+//
+// It must run before anything loads @grpc/grpc-js (the Pub/Sub SDK does, through
+// google-gax): the gRPC instrumentation patches the module as it is required,
+// so main.ts imports the rest of the service only after calling startTracing.
 
 export const SERVICE_NAME = "video-management-service";
 
@@ -34,6 +40,11 @@ export function startTracing(cfg: Config["tracing"], logger: winston.Logger, ver
   );
   const provider = new NodeTracerProvider({ resource, spanProcessors: [new BatchSpanProcessor(exporter)] });
   provider.register({ propagator: traceContext });
+  // The Pub/Sub client's own gRPC calls (Publish, GetTopic) become CLIENT
+  // spans under whatever span is active: the relay's batch span for a publish.
+  // It patches grpc-js's client and server; we serve through Connect, not a
+  // grpc-js Server, so our calls keep exactly one server span (the interceptor's).
+  registerInstrumentations({ tracerProvider: provider, instrumentations: [new GrpcInstrumentation()] });
   logger.info("tracing", { exporter: "otlp", protocol: cfg.exporter });
   return {
     exporting: true,

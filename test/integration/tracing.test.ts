@@ -1,7 +1,5 @@
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
@@ -10,6 +8,7 @@ import t from "tap";
 import { VideoService } from "../../gen/video/v1/video_service_pb.js";
 import { loadConfig } from "../../server/config.js";
 import type { Asserts } from "../support/server.js";
+import { attr, collector } from "../support/otlp.js";
 import { createTestBucket, s3Env, s3SkipReason } from "../support/s3.js";
 
 // OpenTelemetry as operators run it: the real entry point exporting OTLP over
@@ -19,41 +18,6 @@ import { createTestBucket, s3Env, s3SkipReason } from "../support/s3.js";
 // SIGTERM.
 
 const root = path.resolve(import.meta.dirname, "../..");
-
-interface OtlpSpan {
-  traceId: string;
-  spanId: string;
-  parentSpanId?: string;
-  name: string;
-  kind: number;
-  attributes: { key: string; value: { stringValue?: string; intValue?: string } }[];
-  status?: { code?: number; message?: string };
-  links?: { traceId: string; spanId: string }[];
-}
-
-/** An OTLP/HTTP receiver: keeps every request; decodes http/json bodies into spans. */
-async function collector(t: Asserts) {
-  const spans: OtlpSpan[] = [];
-  const requests: { path: string; contentType: string; bytes: number; body: string }[] = [];
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      const body = Buffer.concat(chunks);
-      const contentType = String(req.headers["content-type"] ?? "");
-      requests.push({ path: req.url ?? "", contentType, bytes: body.length, body: body.toString("latin1") });
-      if (contentType.startsWith("application/json")) {
-        const doc = JSON.parse(body.toString("utf8")) as { resourceSpans: { scopeSpans: { spans: OtlpSpan[] }[] }[] };
-        for (const rs of doc.resourceSpans) for (const ss of rs.scopeSpans) spans.push(...ss.spans);
-      }
-      res.writeHead(200, { "content-type": contentType || "application/json" });
-      res.end(contentType.startsWith("application/json") ? "{}" : "");
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, spans, requests };
-}
 
 function start(t: Asserts, env: Record<string, string>) {
   const dataDir = mkdtempSync(path.join(tmpdir(), "vms-otel-"));
@@ -93,10 +57,6 @@ async function waitFor<T>(probe: () => T | undefined, ms: number, why: () => str
   }
 }
 
-const attr = (s: OtlpSpan, key: string) => {
-  const v = s.attributes.find((a) => a.key === key)?.value;
-  return v?.stringValue ?? v?.intValue;
-};
 const SERVER = 2;
 const CLIENT = 3;
 const PRODUCER = 4;
