@@ -82,6 +82,9 @@ export function observe(logger: winston.Logger, metrics: Metrics, tracer: Tracer
         protocol,
         procedure,
         route: restRoute,
+        // REST calls reach the chain as the RPC's POST: their HTTP method is the route's.
+        method: restRoute ? restRoute.slice(0, restRoute.indexOf(" ")) : req.requestMethod,
+        ...(restRoute ? {} : { path: new URL(req.url, "http://localhost").pathname }),
         code: codeName,
         seconds: (performance.now() - started) / 1000,
         requestId,
@@ -135,6 +138,9 @@ export interface CallRecord {
   protocol: string;
   procedure: string;
   route?: string;
+  /** The HTTP method and, for RPC protocols, the request path (ECS http.request.method, url.path). */
+  method?: string;
+  path?: string;
   /** "ok" or the Code name. */
   code: string;
   seconds: number;
@@ -155,6 +161,8 @@ export function recordCall(logger: winston.Logger, metrics: Metrics, c: CallReco
     protocol: c.protocol,
     procedure: c.procedure,
     ...(c.route ? { route: c.route } : {}),
+    ...(c.method ? { method: c.method } : {}),
+    ...(c.path ? { path: c.path } : {}),
     code: c.code,
     duration_ms: Math.round(c.seconds * 1e6) / 1e3,
     request_id: c.requestId,

@@ -16,6 +16,7 @@ import { createLogger } from "../../server/logger.js";
 import { querySpans } from "../../server/telemetry/query-spans.js";
 import { SERVICE_NAME } from "../../server/telemetry/tracing.js";
 import { createMetrics } from "../../server/metrics.js";
+import { teeLogger } from "../support/log-capture.js";
 import { createTestDatabase, postgresSkipReason } from "../support/postgres.js";
 import { poll, sleep } from "../support/pubsub.js";
 
@@ -37,7 +38,7 @@ t.test("stop() right after start() closes the LISTEN connection (none is left ho
   const listeners = async () =>
     Number((await admin.query("select count(*) from pg_stat_activity where datname = $1 and query ilike 'LISTEN%'", [name])).rows[0].count);
 
-  const logger = createLogger("error", true);
+  const logger = teeLogger(createLogger("error", true));
   for (let i = 0; i < 3; i++) {
     const relay = new OutboxRelay({ database, publisher: new LogPublisher(logger), logger, metrics: createMetrics() }, { batchSize: 10, pollMs: 100, retentionMs: 86_400_000, format: "json" });
     relay.start();
@@ -80,7 +81,7 @@ async function relayOn(t: Test, bus: EventPublisher, batchSize: number, options:
   await migrate(database, { dir: new URL("../../migrations", import.meta.url).pathname });
   const db = new pg.Pool({ connectionString: url, max: 2 });
   t.teardown(() => db.end());
-  const logger = createLogger("error", true);
+  const logger = teeLogger(createLogger("error", true));
   const relay = new OutboxRelay({ database, publisher: bus, logger, metrics: createMetrics() }, { batchSize, pollMs: 200, retentionMs: 86_400_000, format: "json", maxBackoffMs: 1000 });
   relay.start();
   t.teardown(() => relay.stop());

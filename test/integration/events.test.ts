@@ -277,7 +277,7 @@ t.test("a missing topic: /health/ready is 503 naming it, writes still succeed, e
   const pending = (await db.query("select count(*)::int as n, max(o.attempts) as attempts from outbox o join outbox_pending p on p.id = o.id")).rows[0];
   t.equal(pending.n, 1, "the event is pending");
   t.ok(pending.attempts >= 1, "and its attempts are counted");
-  t.ok(svc.logs().some((l) => l.message === "events not published; will retry" && /NOT_FOUND|not found/i.test(l.error ?? "")), "the failure is logged");
+  t.ok(svc.logs().some((l) => l.message === "events not published; will retry" && /NOT_FOUND|not found/i.test(l["error.message"] ?? "")), "the failure is logged");
 
   const { subscription } = await createTopic(t, client, name);
   const consumer = Consumer.start(t, subscription);

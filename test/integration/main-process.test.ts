@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import t from "tap";
+import { teeOutput } from "../support/log-capture.js";
 
 // The real entry point as operators run it: start-up, a call, SIGTERM, exit 0;
 // and configuration errors as one line and a non-zero exit.
@@ -12,6 +13,8 @@ const tsx = path.join(root, "node_modules/.bin/tsx");
 
 function start(env: Record<string, string>) {
   const child = spawn(tsx, ["server/main.ts"], { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  teeOutput(child.stdout, child.pid);
+  teeOutput(child.stderr, child.pid);
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (d) => (stdout += d));

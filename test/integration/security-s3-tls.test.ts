@@ -8,6 +8,7 @@ import { CreateBucketCommand, S3Client } from "@aws-sdk/client-s3";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
 import t from "tap";
 import { s3SkipReason } from "../support/s3.js";
+import { teeOutput } from "../support/log-capture.js";
 
 // S3 over HTTPS with a private CA, trusted through the standard Node setting
 // (NODE_EXTRA_CA_CERTS), against the S3 emulator serving TLS: a streamed
@@ -36,6 +37,8 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T 
 
 function startService(t: { teardown(fn: () => void): void }, env: Record<string, string>): Promise<number> {
   const child = spawn(process.execPath, ["--import", "tsx", "server/main.ts"], { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  teeOutput(child.stdout, child.pid);
+  teeOutput(child.stderr, child.pid);
   let out = "";
   child.stdout.on("data", (d) => (out += d));
   t.teardown(() => child.kill("SIGKILL"));

@@ -7,6 +7,7 @@ import { loadConfig } from "../../server/config.js";
 import { AUDIENCE, ISSUER, makeKey, sign } from "../support/jwt.js";
 import { createTestDatabase } from "../support/postgres.js";
 import type { Asserts } from "../support/server.js";
+import { teeOutput } from "../support/log-capture.js";
 
 // The real entry point refuses to serve without authentication on a
 // non-loopback address (issue: security; CONTRACT.md §4): one line on
@@ -28,6 +29,8 @@ function start(t: { teardown(fn: () => unknown): void }, env: Record<string, str
     env: { ...base, PORT: "0", DATA_DIR: dataDir, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  teeOutput(child.stdout, child.pid);
+  teeOutput(child.stderr, child.pid);
   t.teardown(() => child.kill("SIGKILL"));
   let stdout = "";
   let stderr = "";

@@ -10,6 +10,7 @@ import { loadConfig } from "../../server/config.js";
 import type { Asserts } from "../support/server.js";
 import { attr, collector } from "../support/otlp.js";
 import { createTestBucket, s3Env, s3SkipReason } from "../support/s3.js";
+import { teeOutput } from "../support/log-capture.js";
 
 // OpenTelemetry as operators run it: the real entry point exporting OTLP over
 // HTTP to a collector (here a small OTLP/HTTP receiver in the test), the
@@ -26,6 +27,8 @@ function start(t: Asserts, env: Record<string, string>) {
     env: { ...process.env, PORT: "0", HOST: "127.0.0.1", DATA_DIR: dataDir, LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  teeOutput(child.stdout, child.pid);
+  teeOutput(child.stderr, child.pid);
   let out = "";
   let err = "";
   child.stdout.on("data", (d) => (out += d));

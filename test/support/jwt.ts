@@ -143,8 +143,9 @@ export function captureLogs(logger: winston.Logger, level = "silly"): CapturedLo
       done();
     },
   });
-  // With E2E_LOG set the console keeps its copy.
-  if (!process.env.E2E_LOG) logger.clear();
+  // With E2E_LOG set the console keeps its copy (other transports, the run's
+  // log capture, stay).
+  if (!process.env.E2E_LOG) for (const c of logger.transports.filter((x) => x instanceof winston.transports.Console)) logger.remove(c);
   logger.add(new winston.transports.Stream({ stream: sink }));
   logger.level = level;
   logger.silent = false;

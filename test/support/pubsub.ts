@@ -12,6 +12,7 @@ import {
   VideoUpdatedSchema,
   VideoUploadedSchema,
 } from "../../gen/video/v1/events_pb.js";
+import { teeOutput } from "./log-capture.js";
 
 // The Pub/Sub side of the event tests: topics and subscriptions on the real
 // emulator (`npm test` starts one and exports TEST_PUBSUB_EMULATOR_HOST), a
@@ -224,6 +225,8 @@ export async function startService(t: Teardown, o: ServiceOptions): Promise<Serv
     ...o.env,
   };
   const child = spawn(process.execPath, ["--import", "tsx", "server/main.ts"], { cwd: repoRoot, env, stdio: ["ignore", o.quiet ? "ignore" : "pipe", "pipe"] });
+  teeOutput(child.stdout, child.pid);
+  teeOutput(child.stderr, child.pid);
   const lines: Record<string, any>[] = [];
   let partial = "";
   let stderr = "";

@@ -19,6 +19,7 @@ import { AppContext } from "../../server/context.js";
 import { migrate } from "../../server/db/migrate.js";
 import { createLogger } from "../../server/logger.js";
 import { createServer } from "../../server/transport/server.js";
+import { teeLogger } from "./log-capture.js";
 import { createTestDatabase, postgresSkipReason } from "./postgres.js";
 
 // A real server on an ephemeral loopback port, with one client per protocol,
@@ -116,7 +117,8 @@ export async function startTestServer(t: Teardown, options: StartOptions): Promi
     ...options.env,
   });
   // Silent unless E2E_LOG is set: expected failures would otherwise flood the TAP output.
-  const logger = createLogger(process.env.E2E_LOG || cfg.logLevel, !process.env.E2E_LOG);
+  // Teed into the run's log capture at every level (the secrets scan reads it).
+  const logger = teeLogger(createLogger(process.env.E2E_LOG || cfg.logLevel, !process.env.E2E_LOG));
   const ctx = await AppContext.fromConfig(cfg, { logger, ...(options.clock ? { clock: options.clock } : {}) });
   let server: ReturnType<typeof createServer> | undefined;
   const agent = new http.Agent({ keepAlive: true });
