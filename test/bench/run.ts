@@ -7,6 +7,10 @@
 //                target: deep page costs ≤ 1.2 × page 1
 //   CreateVideo  REST vs one bare INSERT … RETURNING (information)
 //   GetVideo     REST on embedded PGlite (information)
+//   tracing      GetVideo REST with tracing exporting OTLP/HTTP protobuf to a
+//                local receiver (every span sampled, every metric on) vs the
+//                same service with tracing off, same database and run;
+//                target: traced ≥ 0.9 × untraced req/s
 //   upload       1 GiB streamed through PUT /videos/{id}/content vs lib-storage
 //                straight to the same S3 emulator (upload.ts; BENCH_UPLOAD_MB,
 //                BENCH_UPLOAD_ROUNDS); target: ≥ 0.8 × direct throughput,
@@ -27,7 +31,7 @@
 //                        (default DATABASE_URL, TEST_DATABASE_URL, then
 //                        postgres://postgres:postgres@127.0.0.1:5432/postgres)
 //   BENCH_NODE           node binary for the server processes
-//   BENCH_CASES          comma list of rest,connect,grpc,list,create,pglite,upload,relay
+//   BENCH_CASES          comma list of rest,connect,grpc,list,create,pglite,tracing,upload,relay
 //   BENCH_CONCURRENCY    requests in flight (32)
 //   BENCH_DURATION_MS    measured window per run (3000); BENCH_WARM_MS (1000)
 //   BENCH_ROUNDS         A B pairs per case (3)
@@ -56,13 +60,14 @@ import { migrate } from "../../server/db/migrate.js";
 import { cleanup as relayCleanup, relayBench, summary as relaySummary } from "./relay.js";
 import { grpcFrame, h1Bytes, h2HeaderBlock, pool, runH1, runH2, type Completion, type RunOptions, type RunResult } from "./load.js";
 import { adminQuery, benchAdminUrl, databaseUrl, freePort, repoRoot, spawnNode, stopAll, waitReady, type Proc } from "./procs.js";
+import { otlpSink } from "./otlp-sink.js";
 import { summary as uploadSummary, uploadBench, uploadSkipReason, type UploadBenchResult } from "./upload.js";
 
 const env = process.env;
 const num = (name: string, fallback: number) => (env[name] ? Number(env[name]) : fallback);
 
 const serverNode = env.BENCH_NODE || process.execPath;
-const cases = new Set((env.BENCH_CASES || "rest,connect,grpc,list,create,pglite,upload,relay").split(",").map((s) => s.trim()));
+const cases = new Set((env.BENCH_CASES || "rest,connect,grpc,list,create,pglite,tracing,upload,relay").split(",").map((s) => s.trim()));
 const servingCases = [...cases].filter((c) => c !== "relay");
 const concurrency = num("BENCH_CONCURRENCY", 32);
 const durationMs = num("BENCH_DURATION_MS", 3000);
@@ -388,6 +393,7 @@ async function main() {
     rows.push({ name: "CreateVideo REST (HTTP/1.1 JSON)", ...m, kind: "info", value: ratioOf(m) });
   }
   if (cases.has("pglite")) rows.push(await pgliteCase(sv, restGet));
+  if (cases.has("tracing")) rows.push(await tracingCase(sv, restGet));
 
   await stopAll();
   const upload = cases.has("upload") ? await uploadCase() : undefined;
@@ -458,6 +464,35 @@ async function pgliteCase(sv: Servers, restGet: (port: number) => Buffer): Promi
     return { name: "GetVideo REST, service on PGlite", ...m, kind: "info", value: ratioOf(m) };
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The subject with tracing on (a second process on the same database) against the subject with it off. */
+async function tracingCase(sv: Servers, restGet: (port: number) => Buffer): Promise<Row> {
+  const sink = await otlpSink("GET /videos/{id}");
+  const port = await freePort();
+  // Batches big and frequent enough that no span is dropped at these rates: every call is exported.
+  const otel = { OTEL_EXPORTER_OTLP_ENDPOINT: sink.url, OTEL_BSP_MAX_QUEUE_SIZE: "65536", OTEL_BSP_SCHEDULE_DELAY: "1000", OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "2048" };
+  const proc = spawnNode({ name: "subject (traced)", node: serverNode, nodeArgs: subjectArgs("traced"), script: "test/bench/serve.ts", env: subjectEnv(port, { DATABASE_URL: benchUrl, ...otel }) });
+  try {
+    await waitReady(proc, `http://127.0.0.1:${port}/health/ready`);
+    const T = restGet(port), S = restGet(sv.s);
+    await runH1(port, () => T, { concurrency, warmMs: 0, durationMs: warmMs, ok: () => true });
+    const m = await alternate(
+      "GetVideo REST traced",
+      { label: "service, tracing off", proc: sv.subject, run: (o) => runH1(sv.s, () => S, o) },
+      { label: "service, tracing on", proc, run: (o) => runH1(port, () => T, o) },
+      status200,
+    );
+    await new Promise((r) => setTimeout(r, 1500));
+    const st = sink.stats();
+    const served = m.b.m.perRun.reduce((a, x) => a + x, 0) * (durationMs / 1000);
+    log(`tracing: ${st.spansNamed} server spans received in ${st.requests} OTLP exports (${(st.bytes / 1048576).toFixed(1)} MiB) for ≈${served.toFixed(0)} measured calls plus warm-up`);
+    if (st.spansNamed === 0) throw new Error("tracing case: the traced subject exported no span");
+    return { name: "GetVideo REST, tracing on vs off", ...m, kind: "ratio", value: ratioOf(m), target: { op: ">=", value: 0.9 } };
+  } finally {
+    await proc.stop();
+    await sink.close();
   }
 }
 
