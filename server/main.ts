@@ -21,7 +21,7 @@ function configOrExit(): Config {
 
 const cfg = configOrExit();
 const log = createLogger(cfg.logLevel);
-const tracing = startTracing(cfg.tracing, log, SERVICE_VERSION);
+const tracing = await startTracing(cfg.tracing, log, SERVICE_VERSION);
 // Imported once tracing is set up: the gRPC instrumentation must see
 // @grpc/grpc-js being loaded (by the Pub/Sub SDK, below AppContext).
 const { AppContext } = await import("./context.js");

@@ -1,8 +1,6 @@
 import { diag, DiagLogLevel, type DiagLogger } from "@opentelemetry/api";
 import { OTLPTraceExporter as OTLPJsonExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { OTLPTraceExporter as OTLPProtobufExporter } from "@opentelemetry/exporter-trace-otlp-proto";
-import { registerInstrumentations } from "@opentelemetry/instrumentation";
-import { GrpcInstrumentation } from "@opentelemetry/instrumentation-grpc";
 import { detectResources, envDetector, resourceFromAttributes } from "@opentelemetry/resources";
 import { BatchSpanProcessor, NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from "@opentelemetry/semantic-conventions";
@@ -26,7 +24,7 @@ export interface Tracing {
   shutdown(): Promise<void>;
 }
 
-export function startTracing(cfg: Config["tracing"], logger: winston.Logger, version: string): Tracing {
+export async function startTracing(cfg: Config["tracing"], logger: winston.Logger, version: string): Promise<Tracing> {
   if (!cfg.exporter) return { exporting: false, shutdown: async () => {} };
 
   diag.setLogger(diagToLogger(logger.child({ channel: "otel" })), DiagLogLevel.WARN);
@@ -44,6 +42,8 @@ export function startTracing(cfg: Config["tracing"], logger: winston.Logger, ver
   // spans under whatever span is active: the relay's batch span for a publish.
   // It patches grpc-js's client and server; we serve through Connect, not a
   // grpc-js Server, so our calls keep exactly one server span (the interceptor's).
+  // Loaded only when exporting: start-up without tracing does not pay for it.
+  const [{ registerInstrumentations }, { GrpcInstrumentation }] = await Promise.all([import("@opentelemetry/instrumentation"), import("@opentelemetry/instrumentation-grpc")]);
   registerInstrumentations({ tracerProvider: provider, instrumentations: [new GrpcInstrumentation()] });
   logger.info("tracing", { exporter: "otlp", protocol: cfg.exporter });
   return {
