@@ -16,7 +16,7 @@ const CLIENT = 3;
 const PRODUCER = 4;
 const skip = postgresSkipReason() || pubsubSkipReason();
 
-t.test("each Pub/Sub publish is a gRPC client span under the relay's batch span; our calls keep one server span", { skip }, async (t) => {
+t.test("each Pub/Sub publish is a gRPC client span under the relay's batch span, topic checks are traced, our calls keep one server span", { skip }, async (t) => {
   const otlp = await collector(t);
   const databaseUrl = await createTestDatabase(t);
   const { name: topic, consumer } = await subscribedTopic(t);
@@ -37,6 +37,11 @@ t.test("each Pub/Sub publish is a gRPC client span under the relay's batch span;
   t.equal(attr(publish, "rpc.service"), "google.pubsub.v1.Publisher");
   t.equal(attr(publish, "rpc.method"), "Publish");
   t.not(publish.status?.code, 2, "it succeeded");
+
+  // Readiness's topic check is the SDK's GetTopic: traced the same way (a root span: probes are not traced calls).
+  t.equal((await svc.rest("GET", "/health/ready")).status, 200);
+  const check = await poll(() => otlp.spans.find((s) => s.kind === CLIENT && /google\.pubsub\.v1\.Publisher\/GetTopic$/.test(s.name)), 15_000, "the topic check's span");
+  t.equal(attr(check, "rpc.method"), "GetTopic");
 
   // A gRPC call to our own port: one SERVER span (the interceptor's), no second one from the instrumentation.
   const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
