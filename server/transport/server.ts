@@ -24,6 +24,7 @@ import { MAX_UPLOAD_BYTES } from "../uploads/rules.js";
 import videoRoutes from "../videos/index.js";
 import healthRoutes, { readinessProbe } from "./health.js";
 import { observe, protocolOf, publicErrors, recordCall, requestIdFrom, requestInfoKey, wireProtocolKey } from "./interceptors.js";
+import { checkedRequestStream } from "./envelope-framing.js";
 import { createListener, type NodeRequest, type NodeResponse } from "./listener.js";
 import { reflectionRoutes } from "./reflection.js";
 import { createRestUploadHandler } from "./rest-upload.js";
@@ -124,7 +125,7 @@ export function createServer(ctx: AppContext) {
       };
       const call = plainGrpc
         ? grpcUnary.serve(req, res, uHandler, values, ended)
-        : uHandler(universalRequest(req, res, { body: requestBody(req), header: webHeaders(req), contextValues: values })).then((uRes) =>
+        : uHandler(universalRequest(req, res, { body: callBody(req, uHandler, values), header: webHeaders(req), contextValues: values })).then((uRes) =>
             sendUniversalResponse(uRes, res, singleResponse(uHandler), ended),
           );
       call.catch((e: unknown) => ctx.logger.warn("response not delivered", { procedure: path, error: String(e) }));
@@ -361,6 +362,13 @@ class BodyReader implements AsyncIterator<Uint8Array> {
     this.chunks = [];
     return { value: undefined, done: true };
   }
+}
+
+/** The request body; a streaming input is checked to end where a message ends (envelope-framing.ts). */
+function callBody(req: NodeRequest, h: UniversalHandler, values: ContextValues): AsyncIterable<Uint8Array> {
+  const body = requestBody(req);
+  const streamingInput = h.method.methodKind === "client_streaming" || h.method.methodKind === "bidi_streaming";
+  return streamingInput ? checkedRequestStream(body, String(req.headers["content-type"] ?? ""), values) : body;
 }
 
 /** True when the method answers with exactly one message. */

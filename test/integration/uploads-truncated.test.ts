@@ -1,0 +1,57 @@
+import t from "tap";
+import { Code } from "@connectrpc/connect";
+import { Video_State } from "../../gen/video/v1/video_pb.js";
+import { createTestBucket } from "../support/s3.js";
+import { envelopeHeader, rawUploadCall, uploadEnvelopes, type EnvelopedProtocol } from "../support/raw-stream.js";
+import { STORES, startUploadServer } from "../support/uploads.js";
+
+// A streamed upload is committed only when its stream ended where a message
+// ended. A stream cut right after a whole envelope header (5 bytes announcing
+// a message that never comes) used to be taken as complete: @connectrpc/connect
+// 2.2.0 checked its leftover buffer at end of stream, not the header it had
+// already consumed (patches/@connectrpc+connect+2.2.0.patch), and the upload
+// handler trusted the decoder. Sent as raw HTTP/2 bytes, on every enveloped
+// protocol, on both stores.
+
+const PROTOCOLS: EnvelopedProtocol[] = ["grpc", "connect", "grpc-web"];
+
+for (const store of STORES) {
+  t.test(`${store.kind} store`, { skip: store.skip }, async (t) => {
+    const bucket = store.kind === "s3" ? await createTestBucket(t) : undefined;
+    const h = await startUploadServer(t, { kind: store.kind, bucket });
+    const c = h.s.clients.connect;
+    const chunk = Buffer.from("abcd");
+
+    for (const protocol of PROTOCOLS) {
+      t.test(`${protocol}: a stream that ends after a whole envelope header is refused, and nothing is committed`, async (t) => {
+        const cases: [string, (meta: { id: string; contentType: string }) => Buffer][] = [
+          ["after one chunk, a header announcing 4096 bytes", (m) => Buffer.concat([uploadEnvelopes(m, [chunk]), envelopeHeader(4096)])],
+          ["a header announcing 4096 bytes right after the metadata", (m) => Buffer.concat([uploadEnvelopes(m, []), envelopeHeader(4096)])],
+          ["a header and 10 of its 4096 bytes", (m) => Buffer.concat([uploadEnvelopes(m, [chunk]), envelopeHeader(4096), Buffer.alloc(10)])],
+          ["a header cut after 4 of its 5 bytes", (m) => Buffer.concat([uploadEnvelopes(m, [chunk]), envelopeHeader(4096).subarray(0, 4)])],
+        ];
+        for (const [what, body] of cases) {
+          const v = await h.newVideo();
+          const out = await rawUploadCall(h.s.baseUrl, protocol, body({ id: v.id, contentType: "video/mp4" }));
+          t.equal(out.code, Code.InvalidArgument, `${what}: INVALID_ARGUMENT (${out.message})`);
+          const after = await c.getVideo({ id: v.id });
+          t.equal(after.state, Video_State.PENDING_UPLOAD, `${what}: the video still waits for its upload`);
+          t.notOk(after.source, `${what}: no source recorded`);
+          t.equal(await h.outbox(v.id), 0, `${what}: no VideoUploaded`);
+          t.same(await h.s.ctx.db.selectFrom("uploads").select("id").where("video_id", "=", v.id).execute(), [], `${what}: no upload recorded`);
+          await h.drainJanitor();
+          t.same(await h.objectKeys(`videos/${v.id}/`), [], `${what}: nothing left in the store`);
+        }
+      });
+
+      t.test(`${protocol}: the same stream ending where its last message ends is committed`, async (t) => {
+        const v = await h.newVideo();
+        const out = await rawUploadCall(h.s.baseUrl, protocol, uploadEnvelopes({ id: v.id, contentType: "video/mp4" }, [chunk, chunk]));
+        t.equal(out.code, 0, `OK (${out.message})`);
+        const after = await c.getVideo({ id: v.id });
+        t.equal(after.state, Video_State.UPLOADED);
+        t.equal(after.source?.sizeBytes, 8n, "both chunks, 8 bytes");
+      });
+    }
+  });
+}
