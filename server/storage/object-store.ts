@@ -25,9 +25,16 @@ export interface MultipartUpload {
 
 export interface ObjectStore {
   readonly kind: "s3" | "filesystem";
-  presignPut(key: string, o: { contentType: string; sizeBytes: number; checksumSha256?: string; expiresInS: number }): Promise<PresignedPut>;
+  /**
+   * A URL that PUTs exactly sizeBytes (and the checksum, when given) to key.
+   * With createOnly it never replaces an object: once one is at key, a PUT
+   * through the URL is refused (412) — what keeps a completed upload's
+   * object from being swapped through its old URL.
+   */
+  presignPut(key: string, o: { contentType: string; sizeBytes: number; checksumSha256?: string; expiresInS: number; createOnly?: boolean }): Promise<PresignedPut>;
   createMultipartUpload(key: string, contentType: string): Promise<string>;
-  presignPart(key: string, uploadId: string, partNumber: number, expiresInS: number): Promise<string>;
+  /** A URL that PUTs part partNumber of at most sizeBytes (S3: exactly; the length is signed). */
+  presignPart(key: string, uploadId: string, partNumber: number, expiresInS: number, sizeBytes: number): Promise<string>;
   /**
    * Completes with every part uploaded so far, in part-number order — only if
    * they add up to expectedSizeBytes (otherwise FAILED_PRECONDITION, and the

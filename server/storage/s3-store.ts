@@ -237,16 +237,20 @@ export class S3Store implements ObjectStore {
     }
   }
 
-  async presignPut(key: string, o: { contentType: string; sizeBytes: number; checksumSha256?: string; expiresInS: number }): Promise<PresignedPut> {
+  async presignPut(key: string, o: { contentType: string; sizeBytes: number; checksumSha256?: string; expiresInS: number; createOnly?: boolean }): Promise<PresignedPut> {
     const command = new PutObjectCommand({
       Bucket: this.bucket,
       Key: key,
       ContentType: o.contentType,
       ContentLength: o.sizeBytes,
       ...(o.checksumSha256 ? { ChecksumSHA256: hexToBase64(o.checksumSha256) } : {}),
+      // A conditional write (S3 refuses it with 412 once the key holds an
+      // object); signed, so a client cannot leave the header out.
+      ...(o.createOnly ? { IfNoneMatch: "*" } : {}),
     });
     const headers: Record<string, string> = { "content-type": o.contentType };
     if (o.checksumSha256) headers["x-amz-checksum-sha256"] = hexToBase64(o.checksumSha256);
+    if (o.createOnly) headers["if-none-match"] = "*";
     const url = await getSignedUrl(this.client, command, {
       expiresIn: o.expiresInS,
       signableHeaders: new Set(Object.keys(headers)),
@@ -260,8 +264,10 @@ export class S3Store implements ObjectStore {
     return out.UploadId!;
   }
 
-  presignPart(key: string, uploadId: string, partNumber: number, expiresInS: number): Promise<string> {
-    return getSignedUrl(this.client, new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber }), { expiresIn: expiresInS });
+  presignPart(key: string, uploadId: string, partNumber: number, expiresInS: number, sizeBytes: number): Promise<string> {
+    // Content-Length is signed: S3 refuses a part of any other length.
+    const command = new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, ContentLength: sizeBytes });
+    return getSignedUrl(this.client, command, { expiresIn: expiresInS });
   }
 
   async completeMultipartUpload(key: string, uploadId: string, expectedSizeBytes: number): Promise<void> {

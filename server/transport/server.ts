@@ -20,6 +20,7 @@ import { OutboxRelay } from "../events/relay.js";
 import { createFsObjectHandler } from "../storage/fs-object-routes.js";
 import { FsStore } from "../storage/fs-store.js";
 import { startStorageUpkeep } from "../uploads/storage-janitor.js";
+import { uploads } from "../uploads/repository.js";
 import { MAX_UPLOAD_BYTES } from "../uploads/rules.js";
 import videoRoutes from "../videos/index.js";
 import healthRoutes, { readinessProbe } from "./health.js";
@@ -80,6 +81,7 @@ export function createServer(ctx: AppContext) {
     ctx.store instanceof FsStore
       ? createFsObjectHandler(ctx.store, {
           maxObjectBytes: MAX_UPLOAD_BYTES,
+          acceptsBytes: (key) => uploads.openAt(ctx.db, key, ctx.clock()),
           onBytes: (n) => ctx.metrics.uploadBytes.inc({ path: "filesystem" }, n),
           onError: (e) => ctx.logger.error("stored object upload failed", { error: (e as Error).message }),
         })
