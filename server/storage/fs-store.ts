@@ -1,11 +1,11 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
-import { createReadStream } from "node:fs";
+import { createReadStream, type Dirent } from "node:fs";
 import { link, mkdir, open, readFile, readdir, rename, rm, stat, unlink } from "node:fs/promises";
 import path from "node:path";
 import { addAbortSignal, Readable } from "node:stream";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { KEY_PATTERN } from "./keys.js";
-import type { MultipartUpload, ObjectInfo, ObjectStore, PresignedPut } from "./object-store.js";
+import type { MultipartUpload, ObjectInfo, ObjectStore, PresignedPut, StoredObject } from "./object-store.js";
 import { signatureMatches, signedUrl } from "./signing.js";
 import { storageError } from "./storage-error.js";
 
@@ -377,6 +377,31 @@ export class FsStore implements ObjectStore {
         const current = meta !== undefined && meta.ino === st.ino.toString() && meta.sizeBytes === sizeBytes;
         return { sizeBytes, contentType: current ? meta.contentType : undefined, checksumSha256: current ? meta.sha256 : undefined };
       });
+    });
+  }
+
+  async listObjects(prefix: string, startAfter: string | undefined, limit: number): Promise<StoredObject[]> {
+    return this.call(async () => {
+      checkPrefix(prefix);
+      let entries: Dirent[];
+      try {
+        entries = await readdir(this.objectsDir, { recursive: true, withFileTypes: true });
+      } catch (e) {
+        if (isMissing(e)) return [];
+        throw e;
+      }
+      const keys = entries
+        .filter((e) => e.isFile() && !e.name.endsWith(SIDECAR) && !e.name.startsWith(TMP_PREFIX))
+        .map((e) => path.relative(this.objectsDir, path.join(e.parentPath, e.name)).split(path.sep).join("/"))
+        .filter((k) => k.startsWith(prefix) && (startAfter === undefined || k > startAfter) && isValidObjectKey(k))
+        .sort()
+        .slice(0, limit);
+      const out: StoredObject[] = [];
+      for (const key of keys) {
+        const st = await stat(this.objectFile(key)).catch(() => undefined);
+        if (st) out.push({ key, lastModified: st.mtime });
+      }
+      return out;
     });
   }
 

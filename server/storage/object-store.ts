@@ -17,6 +17,11 @@ export interface PresignedPut {
   headers: Record<string, string>;
 }
 
+export interface StoredObject {
+  key: string;
+  lastModified: Date;
+}
+
 export interface MultipartUpload {
   key: string;
   uploadId: string;
@@ -46,6 +51,8 @@ export interface ObjectStore {
   /** When the newest part of a multipart upload landed; undefined while it has none (or the upload is gone). */
   lastPartTime(key: string, uploadId: string): Promise<Date | undefined>;
   head(key: string): Promise<ObjectInfo | undefined>;
+  /** Up to limit objects under prefix whose keys sort after startAfter, in key order. */
+  listObjects(prefix: string, startAfter: string | undefined, limit: number): Promise<StoredObject[]>;
   /** Lower-case hex SHA-256 of the stored object, read back in full (streamed, not buffered). */
   sha256(key: string): Promise<string>;
   /** Streams a body of unknown length into the store; aborts cleanly (no orphaned parts) on error or signal. */

@@ -12,6 +12,7 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
+  ListObjectsV2Command,
   ListPartsCommand,
   PutObjectCommand,
   S3Client,
@@ -24,7 +25,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { context as otelContext } from "@opentelemetry/api";
 import type winston from "winston";
 import type { Metrics } from "../metrics.js";
-import type { MultipartUpload, ObjectInfo, ObjectStore, PresignedPut } from "./object-store.js";
+import type { MultipartUpload, ObjectInfo, ObjectStore, PresignedPut, StoredObject } from "./object-store.js";
 import { PartBuffers, streamToS3, type StreamOptions } from "./s3-stream.js";
 import { storageError } from "./storage-error.js";
 import { recordStorageSpan, type StorageCall } from "../telemetry/storage-spans.js";
@@ -336,6 +337,13 @@ export class S3Store implements ObjectStore {
       marker = page.IsTruncated ? page.NextPartNumberMarker : undefined;
     } while (marker);
     return parts;
+  }
+
+  async listObjects(prefix: string, startAfter: string | undefined, limit: number): Promise<StoredObject[]> {
+    const page = await this.call(() =>
+      this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, StartAfter: startAfter, MaxKeys: limit }), METADATA_TIMEOUT),
+    );
+    return (page.Contents ?? []).map((o) => ({ key: o.Key!, lastModified: o.LastModified ?? new Date(0) }));
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
