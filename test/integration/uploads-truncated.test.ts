@@ -1,9 +1,13 @@
 import t from "tap";
-import { Code } from "@connectrpc/connect";
+import { Code, createClient, createContextValues, createRouterTransport } from "@connectrpc/connect";
 import { Video_State } from "../../gen/video/v1/video_pb.js";
+import { VideoService } from "../../gen/video/v1/video_service_pb.js";
+import { callerKey, LOCAL_CALLER } from "../../server/auth/caller.js";
+import videoRoutes from "../../server/videos/index.js";
 import { createTestBucket } from "../support/s3.js";
 import { envelopeHeader, rawUploadCall, uploadEnvelopes, type EnvelopedProtocol } from "../support/raw-stream.js";
-import { STORES, startUploadServer } from "../support/uploads.js";
+import { expectCode } from "../support/server.js";
+import { STORES, bytes, contentMessages, startUploadServer } from "../support/uploads.js";
 
 // A streamed upload is committed only when its stream ended where a message
 // ended. A stream cut right after a whole envelope header (5 bytes announcing
@@ -53,5 +57,20 @@ for (const store of STORES) {
         t.equal(after.source?.sizeBytes, 8n, "both chunks, 8 bytes");
       });
     }
+
+    t.test("a path that does not record how the stream ended commits nothing (DATA_LOSS)", async (t) => {
+      // The handler served in-process, without the service's transport: no
+      // record of a clean end, so the upload must not be committed.
+      const inProcess = createClient(VideoService, createRouterTransport(videoRoutes(h.s.ctx)));
+      const v = await h.newVideo();
+      const call = inProcess.uploadVideoContent(contentMessages({ id: v.id, contentType: "video/mp4" }, bytes(1000)), {
+        contextValues: createContextValues().set(callerKey, LOCAL_CALLER),
+      });
+      await expectCode(t, call, Code.DataLoss, undefined, "an unverified end");
+      t.equal((await c.getVideo({ id: v.id })).state, Video_State.PENDING_UPLOAD, "the video still waits for its upload");
+      t.equal(await h.outbox(v.id), 0, "no VideoUploaded");
+      await h.drainJanitor();
+      t.same(await h.objectKeys(`videos/${v.id}/`), [], "nothing left in the store");
+    });
   });
 }
