@@ -1,3 +1,4 @@
+import http2 from "node:http2";
 import t from "tap";
 import { Code, createClient, createContextValues, createRouterTransport } from "@connectrpc/connect";
 import { Video_State } from "../../gen/video/v1/video_pb.js";
@@ -15,7 +16,8 @@ import { STORES, bytes, contentMessages, startUploadServer } from "../support/up
 // 2.2.0 checked its leftover buffer at end of stream, not the header it had
 // already consumed (patches/@connectrpc+connect+2.2.0.patch), and the upload
 // handler trusted the decoder. Sent as raw HTTP/2 bytes, on every enveloped
-// protocol, on both stores.
+// protocol, on both stores; and REST's raw body, whose end is its
+// Content-Length (HTTP/2 resets a stream that ends short of it).
 
 const PROTOCOLS: EnvelopedProtocol[] = ["grpc", "connect", "grpc-web"];
 
@@ -57,6 +59,24 @@ for (const store of STORES) {
         t.equal(after.source?.sizeBytes, 8n, "both chunks, 8 bytes");
       });
     }
+
+    t.test("REST over HTTP/2: a body that ends before its Content-Length is reset, and nothing is committed", async (t) => {
+      const v = await h.newVideo();
+      const session = http2.connect(h.s.baseUrl);
+      session.on("error", () => {});
+      t.teardown(() => session.close());
+      const req = session.request({ ":method": "PUT", ":path": `/videos/${v.id}/content`, "content-type": "video/mp4", "content-length": "4096" });
+      req.on("error", () => {});
+      await new Promise<void>((resolve) => {
+        req.on("close", resolve);
+        req.end(Buffer.from("abcd"));
+      });
+      t.equal(req.rstCode, http2.constants.NGHTTP2_PROTOCOL_ERROR, "the stream is reset (PROTOCOL_ERROR)");
+      await h.drainJanitor();
+      t.equal((await c.getVideo({ id: v.id })).state, Video_State.PENDING_UPLOAD, "the video still waits for its upload");
+      t.equal(await h.outbox(v.id), 0, "no VideoUploaded");
+      t.same(await h.objectKeys(`videos/${v.id}/`), [], "nothing left in the store");
+    });
 
     t.test("a path that does not record how the stream ended commits nothing (DATA_LOSS)", async (t) => {
       // The handler served in-process, without the service's transport: no
