@@ -3,8 +3,9 @@ import t from "tap";
 import { v7 as uuidv7 } from "uuid";
 import { sourceKey } from "../../server/storage/keys.js";
 import { ORPHAN_OBJECT_AGE_MS, sweepOrphanObjects } from "../../server/uploads/orphan-objects.js";
+import { startStorageUpkeep } from "../../server/uploads/storage-janitor.js";
 import { createTestBucket } from "../support/s3.js";
-import { MiB, STORES, bytes, putSingle, startUploadServer, type UploadHarness } from "../support/uploads.js";
+import { MiB, STORES, bytes, eventually, putSingle, startUploadServer, type UploadHarness } from "../support/uploads.js";
 
 // Upload objects no live upload refers to — no session, an aborted one, or a
 // completed one whose video is gone — are found by walking the store and
@@ -77,6 +78,20 @@ for (const store of STORES) {
       t.same(await h.objectKeys(prefixOf(gone.id)), [], "the deleted video's object is removed");
       t.equal(await h.objectSize(done.source!.objectKey), data.length, "the uploaded video's object stays");
       t.equal(await h.objectSize(sourceKey(pending.id, open.uploadId)), 10, "the open session's object stays");
+    });
+
+    t.test("the upkeep loop's reconciler walks the store and its janitor removes what it finds", async (t) => {
+      const stray = await strayObject(h);
+      // Past the reconciler lease of the server's own loop too, which this loop then takes.
+      h.advance(ORPHAN_OBJECT_AGE_MS + 60_000);
+      const upkeep = startStorageUpkeep(h.s.ctx, { janitorMs: 100, reconcilerMs: 200 });
+      try {
+        await eventually(async () => (await h.objectSize(stray)) === undefined, "the upkeep loop to remove the stray object");
+        t.pass("the stray object is removed");
+      } finally {
+        await upkeep.stop();
+        h.advance(-(ORPHAN_OBJECT_AGE_MS + 60_000));
+      }
     });
   });
 }
