@@ -1,18 +1,26 @@
 import http2 from "node:http2";
 import type { Readable } from "node:stream";
 import type { NodeRequest, NodeResponse } from "../transport/listener.js";
-import { FsObjectError, isValidObjectKey, MAX_PART_BYTES, MAX_PART_NUMBER, type FsStore } from "./fs-store.js";
+import { FsObjectError, isValidObjectKey, MAX_PART_BYTES, MAX_PART_NUMBER, objectExists, type FsStore } from "./fs-store.js";
 import { OBJECTS_PATH, PARAM_PREFIX, SIGNATURE_PARAM, SIGNED_PARAMS } from "./signing.js";
 
 // PUT /_objects/<key>?X-Vms-...&X-Vms-Signature=... : the uploads behind the
 // filesystem store's signed URLs. Answers in the spirit of S3: 200 + ETag on
-// success, 403 for a missing, bad or expired signature, 400 for a body that
-// does not match what was signed, 405 for anything but PUT. Errors are short
-// S3-style XML; neither the URL nor the signature is ever logged or echoed.
+// success, 403 for a missing, bad or expired signature or a closed upload
+// session, 412 for a create-only URL whose object is already there, 400 for a
+// body that does not match what was signed (a part larger than its signed
+// size included), 405 for anything but PUT. Errors are short S3-style XML;
+// neither the URL nor the signature is ever logged or echoed.
 
 export interface FsObjectHandlerOptions {
   /** Largest single-PUT object accepted (parts are capped at 5 GiB). */
   maxObjectBytes: number;
+  /**
+   * Whether bytes may still land at this key — an open, unexpired upload
+   * session writes there. A signed URL is not revocable by itself; this is
+   * what closes it once its session is completed, aborted or deleted.
+   */
+  acceptsBytes: (key: string) => Promise<boolean>;
   /** Called with every chunk's size as it is received (e.g. metrics.uploadBytes). */
   onBytes?: (n: number) => void;
   /** Unexpected failures (I/O errors), answered with 500. Never carries the URL. */
@@ -33,8 +41,8 @@ const accessDenied = (message: string) => new Reject(403, "AccessDenied", messag
 const signatureMismatch = () => new Reject(403, "SignatureDoesNotMatch", "the request signature does not match");
 
 type Signed =
-  | { op: "put"; key: string; sizeBytes: number; contentType: string; checksumSha256: string | undefined }
-  | { op: "part"; key: string; uploadId: string; partNumber: number };
+  | { op: "put"; key: string; sizeBytes: number; contentType: string; checksumSha256: string | undefined; createOnly: boolean }
+  | { op: "part"; key: string; uploadId: string; partNumber: number; sizeBytes: number };
 
 export function createFsObjectHandler(store: FsStore, o: FsObjectHandlerOptions): (req: NodeRequest, res: NodeResponse) => boolean {
   return (req, res) => {
@@ -64,10 +72,11 @@ async function handle(store: FsStore, o: FsObjectHandlerOptions, req: NodeReques
     }
     const declared = contentLength(req);
     if (declared !== undefined) {
-      const max = signed.op === "put" ? signed.sizeBytes : MAX_PART_BYTES;
-      if (declared > max) throw new Reject(400, "EntityTooLarge", "the body is larger than allowed");
+      if (declared > signed.sizeBytes) throw new Reject(400, "EntityTooLarge", "the body is larger than allowed");
       if (signed.op === "put" && declared < signed.sizeBytes) throw new Reject(400, "IncompleteBody", "the body is shorter than the signed size");
     }
+    if (!(await o.acceptsBytes(signed.key))) throw accessDenied("the upload session of this URL is closed");
+    if (signed.op === "put" && signed.createOnly && (await store.head(signed.key))) throw new Reject(412, "PreconditionFailed", objectExists().message);
   } catch (e) {
     return reject(req, res, e);
   }
@@ -80,7 +89,7 @@ async function handle(store: FsStore, o: FsObjectHandlerOptions, req: NodeReques
     sha256 =
       signed.op === "put"
         ? (await store.receiveObject(signed, body, o.onBytes)).sha256
-        : (await store.receivePart(signed.key, signed.uploadId, signed.partNumber, body, o.onBytes)).sha256;
+        : (await store.receivePart(signed.key, signed.uploadId, signed.partNumber, signed.sizeBytes, body, o.onBytes)).sha256;
   } catch (e) {
     // The client went away mid-body: nobody to answer, and the temp file is already gone.
     if ((req.destroyed && !req.complete) || res.destroyed) return;
@@ -126,15 +135,18 @@ function authorize(store: FsStore, rawPath: string, query: string): Signed {
   const op = params.get("X-Vms-Op");
   const has = (...names: string[]) => names.every((n) => params.has(n));
   const none = (...names: string[]) => names.every((n) => !params.has(n));
-  if (op === "put" && has("X-Vms-Size", "X-Vms-Content-Type") && none("X-Vms-Upload", "X-Vms-Part")) {
-    const size = params.get("X-Vms-Size")!;
-    if (!/^[0-9]{1,16}$/.test(size) || !Number.isSafeInteger(Number(size))) throw accessDenied("malformed signed URL");
-    return { op, key, sizeBytes: Number(size), contentType: params.get("X-Vms-Content-Type")!, checksumSha256: params.get("X-Vms-Sha256") };
+  const size = params.get("X-Vms-Size") ?? "";
+  if (!/^[0-9]{1,16}$/.test(size) || !Number.isSafeInteger(Number(size))) throw accessDenied("malformed signed URL");
+  const condition = params.get("X-Vms-If-None-Match");
+  if (condition !== undefined && condition !== "*") throw accessDenied("malformed signed URL");
+  if (op === "put" && has("X-Vms-Content-Type") && none("X-Vms-Upload", "X-Vms-Part")) {
+    const createOnly = condition === "*";
+    return { op, key, sizeBytes: Number(size), contentType: params.get("X-Vms-Content-Type")!, checksumSha256: params.get("X-Vms-Sha256"), createOnly };
   }
-  if (op === "part" && has("X-Vms-Upload", "X-Vms-Part") && none("X-Vms-Size", "X-Vms-Content-Type", "X-Vms-Sha256")) {
+  if (op === "part" && has("X-Vms-Upload", "X-Vms-Part") && none("X-Vms-Content-Type", "X-Vms-Sha256", "X-Vms-If-None-Match")) {
     const part = params.get("X-Vms-Part")!;
-    if (!/^[1-9][0-9]{0,4}$/.test(part) || Number(part) > MAX_PART_NUMBER) throw accessDenied("malformed signed URL");
-    return { op, key, uploadId: params.get("X-Vms-Upload")!, partNumber: Number(part) };
+    if (!/^[1-9][0-9]{0,4}$/.test(part) || Number(part) > MAX_PART_NUMBER || Number(size) > MAX_PART_BYTES) throw accessDenied("malformed signed URL");
+    return { op, key, uploadId: params.get("X-Vms-Upload")!, partNumber: Number(part), sizeBytes: Number(size) };
   }
   throw accessDenied("malformed signed URL");
 }

@@ -1,11 +1,11 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
-import { createReadStream } from "node:fs";
+import { createReadStream, type Dirent } from "node:fs";
 import { link, mkdir, open, readFile, readdir, rename, rm, stat, unlink } from "node:fs/promises";
 import path from "node:path";
 import { addAbortSignal, Readable } from "node:stream";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { KEY_PATTERN } from "./keys.js";
-import type { MultipartUpload, ObjectInfo, ObjectStore, PresignedPut } from "./object-store.js";
+import type { MultipartUpload, ObjectInfo, ObjectStore, PresignedPut, StoredObject } from "./object-store.js";
 import { signatureMatches, signedUrl } from "./signing.js";
 import { storageError } from "./storage-error.js";
 
@@ -76,6 +76,7 @@ export class FsObjectError extends Error {
 const invalidKey = () => new FsObjectError("InvalidObjectName", 400, "invalid object key");
 const noSuchUpload = () => new FsObjectError("NoSuchUpload", 404, "the multipart upload does not exist", Code.NotFound);
 const noSuchKey = () => new FsObjectError("NoSuchKey", 404, "the object does not exist", Code.NotFound);
+export const objectExists = () => new FsObjectError("PreconditionFailed", 412, "an object is already stored here; this URL does not replace it", Code.FailedPrecondition);
 
 function errno(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException | undefined)?.code;
@@ -118,6 +119,8 @@ export interface SignedPutRequest {
   contentType: string;
   sizeBytes: number;
   checksumSha256: string | undefined;
+  /** Refuse (412) rather than replace an object already at key. */
+  createOnly: boolean;
 }
 
 export class FsStore implements ObjectStore {
@@ -191,7 +194,7 @@ export class FsStore implements ObjectStore {
 
   // ---- ObjectStore ----
 
-  async presignPut(key: string, o: { contentType: string; sizeBytes: number; checksumSha256?: string; expiresInS: number }): Promise<PresignedPut> {
+  async presignPut(key: string, o: { contentType: string; sizeBytes: number; checksumSha256?: string; expiresInS: number; createOnly?: boolean }): Promise<PresignedPut> {
     return this.call(async () => {
       this.objectFile(key);
       checkContentType(o.contentType);
@@ -207,6 +210,7 @@ export class FsStore implements ObjectStore {
         if (!SHA256_HEX.test(sha)) throw new FsObjectError("InvalidArgument", 400, "invalid SHA-256 checksum");
         params.set("X-Vms-Sha256", sha);
       }
+      if (o.createOnly) params.set("X-Vms-If-None-Match", "*");
       return { url: signedUrl(this.publicBaseUrl, this.signingKey, "PUT", key, params), headers: { "content-type": o.contentType } };
     });
   }
@@ -225,16 +229,19 @@ export class FsStore implements ObjectStore {
     });
   }
 
-  async presignPart(key: string, uploadId: string, partNumber: number, expiresInS: number): Promise<string> {
+  async presignPart(key: string, uploadId: string, partNumber: number, expiresInS: number, sizeBytes: number): Promise<string> {
     return this.call(async () => {
       this.objectFile(key);
       this.uploadDir(uploadId);
       checkPartNumber(partNumber);
+      if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 1 || sizeBytes > MAX_PART_BYTES) throw new FsObjectError("InvalidArgument", 400, "invalid part size");
       const params = new Map<string, string>([
         ["X-Vms-Op", "part"],
         ["X-Vms-Expires", String(expiry(expiresInS))],
         ["X-Vms-Upload", uploadId],
         ["X-Vms-Part", String(partNumber)],
+        // The most the part may hold (the routes refuse more).
+        ["X-Vms-Size", String(sizeBytes)],
       ]);
       return signedUrl(this.publicBaseUrl, this.signingKey, "PUT", key, params);
     });
@@ -373,6 +380,31 @@ export class FsStore implements ObjectStore {
     });
   }
 
+  async listObjects(prefix: string, startAfter: string | undefined, limit: number): Promise<StoredObject[]> {
+    return this.call(async () => {
+      checkPrefix(prefix);
+      let entries: Dirent[];
+      try {
+        entries = await readdir(this.objectsDir, { recursive: true, withFileTypes: true });
+      } catch (e) {
+        if (isMissing(e)) return [];
+        throw e;
+      }
+      const keys = entries
+        .filter((e) => e.isFile() && !e.name.endsWith(SIDECAR) && !e.name.startsWith(TMP_PREFIX))
+        .map((e) => path.relative(this.objectsDir, path.join(e.parentPath, e.name)).split(path.sep).join("/"))
+        .filter((k) => k.startsWith(prefix) && (startAfter === undefined || k > startAfter) && isValidObjectKey(k))
+        .sort()
+        .slice(0, limit);
+      const out: StoredObject[] = [];
+      for (const key of keys) {
+        const st = await stat(this.objectFile(key)).catch(() => undefined);
+        if (st) out.push({ key, lastModified: st.mtime });
+      }
+      return out;
+    });
+  }
+
   async sha256(key: string): Promise<string> {
     return this.call(async () => {
       const file = this.objectFile(key);
@@ -431,12 +463,19 @@ export class FsStore implements ObjectStore {
         }
       },
     });
-    await this.commit(r.key, written, r.contentType);
+    await this.commit(r.key, written, r.contentType, r.createOnly);
     return { sha256: written.sha256 };
   }
 
-  /** Receives one part of a multipart upload (at most MAX_PART_BYTES). */
-  async receivePart(key: string, uploadId: string, partNumber: number, body: AsyncIterable<Buffer>, onBytes?: (n: number) => void): Promise<{ sha256: string }> {
+  /** Receives one part of a multipart upload, of at most maxBytes. */
+  async receivePart(
+    key: string,
+    uploadId: string,
+    partNumber: number,
+    maxBytes: number,
+    body: AsyncIterable<Buffer>,
+    onBytes?: (n: number) => void,
+  ): Promise<{ sha256: string }> {
     this.objectFile(key);
     const dir = this.uploadDir(uploadId);
     checkPartNumber(partNumber);
@@ -444,7 +483,7 @@ export class FsStore implements ObjectStore {
     let written;
     try {
       // No mkdir: an aborted upload's directory must not come back.
-      written = await writeTemp(dir, body, { limit: MAX_PART_BYTES, mkdir: false, onBytes });
+      written = await writeTemp(dir, body, { limit: Math.min(maxBytes, MAX_PART_BYTES), mkdir: false, onBytes });
     } catch (e) {
       if (isMissing(e)) throw noSuchUpload();
       throw e;
@@ -494,8 +533,12 @@ export class FsStore implements ObjectStore {
     return m;
   }
 
-  /** Renames a fully written temp file into place with its sidecar. */
-  private async commit(key: string, w: Written, contentType: string): Promise<void> {
+  /**
+   * Renames a fully written temp file into place with its sidecar. With
+   * createOnly it is linked instead, which fails if an object is there
+   * (atomically, across processes too): 412, nothing replaced.
+   */
+  private async commit(key: string, w: Written, contentType: string, createOnly = false): Promise<void> {
     const file = this.objectFile(key);
     try {
       await this.withKeyLock(key, async () => {
@@ -503,7 +546,12 @@ export class FsStore implements ObjectStore {
         const meta: Sidecar = { contentType, sizeBytes: w.sizeBytes, sha256: w.sha256, ino };
         const metaTmp = await writeSmallTemp(path.dirname(file), JSON.stringify(meta));
         try {
-          await rename(w.tmp, file);
+          if (createOnly) {
+            await link(w.tmp, file).catch((e: unknown) => {
+              throw errno(e) === "EEXIST" ? objectExists() : e;
+            });
+            await unlink(w.tmp);
+          } else await rename(w.tmp, file);
           await rename(metaTmp, file + SIDECAR);
         } catch (e) {
           await unlink(metaTmp).catch(() => {});

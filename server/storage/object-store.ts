@@ -17,6 +17,11 @@ export interface PresignedPut {
   headers: Record<string, string>;
 }
 
+export interface StoredObject {
+  key: string;
+  lastModified: Date;
+}
+
 export interface MultipartUpload {
   key: string;
   uploadId: string;
@@ -25,9 +30,16 @@ export interface MultipartUpload {
 
 export interface ObjectStore {
   readonly kind: "s3" | "filesystem";
-  presignPut(key: string, o: { contentType: string; sizeBytes: number; checksumSha256?: string; expiresInS: number }): Promise<PresignedPut>;
+  /**
+   * A URL that PUTs exactly sizeBytes (and the checksum, when given) to key.
+   * With createOnly it never replaces an object: once one is at key, a PUT
+   * through the URL is refused (412) — what keeps a completed upload's
+   * object from being swapped through its old URL.
+   */
+  presignPut(key: string, o: { contentType: string; sizeBytes: number; checksumSha256?: string; expiresInS: number; createOnly?: boolean }): Promise<PresignedPut>;
   createMultipartUpload(key: string, contentType: string): Promise<string>;
-  presignPart(key: string, uploadId: string, partNumber: number, expiresInS: number): Promise<string>;
+  /** A URL that PUTs part partNumber of at most sizeBytes (S3: exactly; the length is signed). */
+  presignPart(key: string, uploadId: string, partNumber: number, expiresInS: number, sizeBytes: number): Promise<string>;
   /**
    * Completes with every part uploaded so far, in part-number order — only if
    * they add up to expectedSizeBytes (otherwise FAILED_PRECONDITION, and the
@@ -39,6 +51,8 @@ export interface ObjectStore {
   /** When the newest part of a multipart upload landed; undefined while it has none (or the upload is gone). */
   lastPartTime(key: string, uploadId: string): Promise<Date | undefined>;
   head(key: string): Promise<ObjectInfo | undefined>;
+  /** Up to limit objects under prefix whose keys sort after startAfter, in key order. */
+  listObjects(prefix: string, startAfter: string | undefined, limit: number): Promise<StoredObject[]>;
   /** Lower-case hex SHA-256 of the stored object, read back in full (streamed, not buffered). */
   sha256(key: string): Promise<string>;
   /** Streams a body of unknown length into the store; aborts cleanly (no orphaned parts) on error or signal. */

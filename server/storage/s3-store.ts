@@ -12,6 +12,7 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
+  ListObjectsV2Command,
   ListPartsCommand,
   PutObjectCommand,
   S3Client,
@@ -24,7 +25,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { context as otelContext } from "@opentelemetry/api";
 import type winston from "winston";
 import type { Metrics } from "../metrics.js";
-import type { MultipartUpload, ObjectInfo, ObjectStore, PresignedPut } from "./object-store.js";
+import type { MultipartUpload, ObjectInfo, ObjectStore, PresignedPut, StoredObject } from "./object-store.js";
 import { PartBuffers, streamToS3, type StreamOptions } from "./s3-stream.js";
 import { storageError } from "./storage-error.js";
 import { recordStorageSpan, type StorageCall } from "../telemetry/storage-spans.js";
@@ -237,16 +238,20 @@ export class S3Store implements ObjectStore {
     }
   }
 
-  async presignPut(key: string, o: { contentType: string; sizeBytes: number; checksumSha256?: string; expiresInS: number }): Promise<PresignedPut> {
+  async presignPut(key: string, o: { contentType: string; sizeBytes: number; checksumSha256?: string; expiresInS: number; createOnly?: boolean }): Promise<PresignedPut> {
     const command = new PutObjectCommand({
       Bucket: this.bucket,
       Key: key,
       ContentType: o.contentType,
       ContentLength: o.sizeBytes,
       ...(o.checksumSha256 ? { ChecksumSHA256: hexToBase64(o.checksumSha256) } : {}),
+      // A conditional write (S3 refuses it with 412 once the key holds an
+      // object); signed, so a client cannot leave the header out.
+      ...(o.createOnly ? { IfNoneMatch: "*" } : {}),
     });
     const headers: Record<string, string> = { "content-type": o.contentType };
     if (o.checksumSha256) headers["x-amz-checksum-sha256"] = hexToBase64(o.checksumSha256);
+    if (o.createOnly) headers["if-none-match"] = "*";
     const url = await getSignedUrl(this.client, command, {
       expiresIn: o.expiresInS,
       signableHeaders: new Set(Object.keys(headers)),
@@ -260,8 +265,10 @@ export class S3Store implements ObjectStore {
     return out.UploadId!;
   }
 
-  presignPart(key: string, uploadId: string, partNumber: number, expiresInS: number): Promise<string> {
-    return getSignedUrl(this.client, new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber }), { expiresIn: expiresInS });
+  presignPart(key: string, uploadId: string, partNumber: number, expiresInS: number, sizeBytes: number): Promise<string> {
+    // Content-Length is signed: S3 refuses a part of any other length.
+    const command = new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, ContentLength: sizeBytes });
+    return getSignedUrl(this.client, command, { expiresIn: expiresInS });
   }
 
   async completeMultipartUpload(key: string, uploadId: string, expectedSizeBytes: number): Promise<void> {
@@ -330,6 +337,13 @@ export class S3Store implements ObjectStore {
       marker = page.IsTruncated ? page.NextPartNumberMarker : undefined;
     } while (marker);
     return parts;
+  }
+
+  async listObjects(prefix: string, startAfter: string | undefined, limit: number): Promise<StoredObject[]> {
+    const page = await this.call(() =>
+      this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, StartAfter: startAfter, MaxKeys: limit }), METADATA_TIMEOUT),
+    );
+    return (page.Contents ?? []).map((o) => ({ key: o.Key!, lastModified: o.LastModified ?? new Date(0) }));
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {

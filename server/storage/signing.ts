@@ -22,6 +22,7 @@ export const SIGNED_PARAMS = new Set([
   "X-Vms-Sha256",
   "X-Vms-Upload",
   "X-Vms-Part",
+  "X-Vms-If-None-Match",
 ]);
 
 export const objectPath = (key: string) => OBJECTS_PATH + key.split("/").map(encodeURIComponent).join("/");

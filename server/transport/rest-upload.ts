@@ -4,6 +4,7 @@ import type { ConnectRouter, ContextValues } from "@connectrpc/connect";
 import { Code } from "@connectrpc/connect";
 import { VideoSchema } from "../../gen/video/v1/video_pb.js";
 import { UploadVideoContentRequestSchema, VideoService } from "../../gen/video/v1/video_service_pb.js";
+import { trackStreamEnd } from "./envelope-framing.js";
 import { restRouteKey } from "./interceptors.js";
 import type { NodeRequest, NodeResponse } from "./listener.js";
 import { errorDetails, forwardHeaders, send, sendRestError } from "./rest.js";
@@ -47,7 +48,7 @@ function chunkMessagePrefix(length: number): Uint8Array {
 }
 const CHUNK_FIELD = UploadVideoContentRequestSchema.field.chunk.number;
 
-async function* requestStream(req: NodeRequest, id: string, contentType: string, checksum: string) {
+async function* requestStream(req: NodeRequest, id: string, contentType: string, checksum: string, end: { clean: boolean }) {
   const metadata = create(UploadVideoContentRequestSchema, { data: { case: "metadata", value: { id, contentType, checksumSha256: checksum } } });
   yield envelope(toBinary(UploadVideoContentRequestSchema, metadata));
   for await (const chunk of req as AsyncIterable<Buffer>) {
@@ -57,6 +58,8 @@ async function* requestStream(req: NodeRequest, id: string, contentType: string,
       yield value;
     }
   }
+  // The HTTP body ended (a cut connection throws above): every message is whole.
+  end.clean = true;
 }
 
 /** Splits a Connect streaming response body into its envelopes. */
@@ -79,12 +82,14 @@ export function createRestUploadHandler(router: ConnectRouter, o: { contextValue
     void (async () => {
       const header = forwardHeaders(req, new Headers({ "content-type": "application/connect+proto" }));
       const checksum = String(req.headers["x-checksum-sha256"] ?? req.headers["x-amz-checksum-sha256"] ?? "");
+      const contextValues = o.contextValues().set(restRouteKey, "PUT /videos/{id}/content");
+      const end = trackStreamEnd(contextValues);
       const uReq = o.universalRequest(req, res, {
         method: "POST",
         path: PATH,
         header,
-        body: requestStream(req, decodeURIComponent(m[1]), String(req.headers["content-type"] ?? ""), checksum),
-        contextValues: o.contextValues().set(restRouteKey, "PUT /videos/{id}/content"),
+        body: requestStream(req, decodeURIComponent(m[1]), String(req.headers["content-type"] ?? ""), checksum, end),
+        contextValues,
       });
       const uRes = await handler(uReq);
       const chunks: Uint8Array[] = [];

@@ -20,8 +20,10 @@ import { OutboxRelay } from "../events/relay.js";
 import { createFsObjectHandler } from "../storage/fs-object-routes.js";
 import { FsStore } from "../storage/fs-store.js";
 import { startStorageUpkeep } from "../uploads/storage-janitor.js";
+import { uploads } from "../uploads/repository.js";
 import { MAX_UPLOAD_BYTES } from "../uploads/rules.js";
 import videoRoutes from "../videos/index.js";
+import { checkedRequestStream } from "./envelope-framing.js";
 import healthRoutes, { readinessProbe } from "./health.js";
 import { observe, protocolOf, publicErrors, recordCall, requestIdFrom, requestInfoKey, wireProtocolKey } from "./interceptors.js";
 import { createListener, type NodeRequest, type NodeResponse } from "./listener.js";
@@ -79,6 +81,7 @@ export function createServer(ctx: AppContext) {
     ctx.store instanceof FsStore
       ? createFsObjectHandler(ctx.store, {
           maxObjectBytes: MAX_UPLOAD_BYTES,
+          acceptsBytes: (key) => uploads.openAt(ctx.db, key, ctx.clock()),
           onBytes: (n) => ctx.metrics.uploadBytes.inc({ path: "filesystem" }, n),
           onError: (e) => ctx.logger.error("stored object upload failed", { error: (e as Error).message }),
         })
@@ -124,7 +127,7 @@ export function createServer(ctx: AppContext) {
       };
       const call = plainGrpc
         ? grpcUnary.serve(req, res, uHandler, values, ended)
-        : uHandler(universalRequest(req, res, { body: requestBody(req), header: webHeaders(req), contextValues: values })).then((uRes) =>
+        : uHandler(universalRequest(req, res, { body: callBody(req, uHandler, values), header: webHeaders(req), contextValues: values })).then((uRes) =>
             sendUniversalResponse(uRes, res, singleResponse(uHandler), ended),
           );
       call.catch((e: unknown) => ctx.logger.warn("response not delivered", { procedure: path, error: String(e) }));
@@ -361,6 +364,13 @@ class BodyReader implements AsyncIterator<Uint8Array> {
     this.chunks = [];
     return { value: undefined, done: true };
   }
+}
+
+/** The request body; a streaming input is checked to end where a message ends (envelope-framing.ts). */
+function callBody(req: NodeRequest, h: UniversalHandler, values: ContextValues): AsyncIterable<Uint8Array> {
+  const body = requestBody(req);
+  const streamingInput = h.method.methodKind === "client_streaming" || h.method.methodKind === "bidi_streaming";
+  return streamingInput ? checkedRequestStream(body, String(req.headers["content-type"] ?? ""), values) : body;
 }
 
 /** True when the method answers with exactly one message. */

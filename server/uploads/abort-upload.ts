@@ -7,7 +7,7 @@ import type { AppContext } from "../context.js";
 import { failedPrecondition, invalidArgument, notFound, type FieldViolation } from "../errors.js";
 import { videos } from "../videos/repository.js";
 import { videoId } from "../videos/rules.js";
-import { queueDeletion } from "./finish.js";
+import { queueDeletion, sweepAfterUrlExpiry } from "./finish.js";
 import { uploads } from "./repository.js";
 
 export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => ({
@@ -28,6 +28,7 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
       await uploads.setState(trx, uploadId, "aborted", now);
       // Whatever landed (a single PUT, or parts of a multipart upload) is removed by the janitor.
       await queueDeletion(trx, session.object_key, session.store_upload_id, now);
+      await sweepAfterUrlExpiry(trx, session, now);
       if (access !== "admin") return undefined;
       return recordAdminAction(trx, hc, id, { [`uploads.${uploadId}.state`]: { before: "open", after: "aborted" } }, now);
     });

@@ -11,7 +11,7 @@ import { sourceKey } from "../storage/keys.js";
 import { isUuid, videoId } from "../videos/rules.js";
 import { videos } from "../videos/repository.js";
 import { uploads, type UploadRow } from "./repository.js";
-import { checksum, contentType, partSizeFor, sizeBytes } from "./rules.js";
+import { checksum, contentType, partLength, partSizeFor, sizeBytes } from "./rules.js";
 
 // Presigned URLs are short-lived copies of one session; each call signs anew.
 async function sessionUrls(ctx: AppContext, s: UploadRow) {
@@ -23,14 +23,16 @@ async function sessionUrls(ctx: AppContext, s: UploadRow) {
       sizeBytes: Number(s.size_bytes),
       checksumSha256: s.checksum_sha256 ?? undefined,
       expiresInS,
+      createOnly: true,
     });
     return { ...base, url: put.url, requiredHeaders: put.headers };
   }
   const partSize = Number(s.part_size);
-  const count = Math.ceil(Number(s.size_bytes) / partSize);
+  const size = Number(s.size_bytes);
+  const count = Math.ceil(size / partSize);
   const parts = [];
   for (let n = 1; n <= count; n++) {
-    parts.push({ partNumber: n, url: await ctx.store.presignPart(s.object_key, s.store_upload_id!, n, expiresInS) });
+    parts.push({ partNumber: n, url: await ctx.store.presignPart(s.object_key, s.store_upload_id!, n, expiresInS, partLength(n, size, partSize)) });
   }
   return { ...base, partSize: BigInt(partSize), parts };
 }

@@ -25,6 +25,16 @@ export async function markUploaded(trx: Transaction<Database>, current: VideoRow
   return video;
 }
 
+/**
+ * A presigned single-PUT URL cannot be revoked on S3: it works until it
+ * expires, and once the session's object is removed a PUT through it can
+ * store an object again. Its key is swept once more after that.
+ */
+export async function sweepAfterUrlExpiry(trx: Transaction<Database>, s: { kind: string; object_key: string; expire_time: Date | string }, now: Date) {
+  const expiry = new Date(s.expire_time);
+  if (s.kind === "single" && expiry > now) await queueDeletion(trx, s.object_key, null, now, new Date(expiry.getTime() + 60_000));
+}
+
 /** Queues stored objects for removal by the storage janitor (retried until done), from `notBefore` on. */
 export function queueDeletion(trx: Transaction<Database>, objectKey: string, storeUploadId: string | null, now: Date, notBefore = now) {
   return trx.insertInto("storage_deletions").values({ object_key: objectKey, store_upload_id: storeUploadId, next_attempt_time: notBefore, create_time: now }).execute();

@@ -1,5 +1,6 @@
 import type { Insertable, Kysely, Transaction } from "kysely";
 import type { Database, UploadsTable } from "../db/schema.js";
+import { isUuid } from "../videos/rules.js";
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -43,6 +44,21 @@ export const uploads = {
 
   ofVideo(trx: Transaction<Database>, videoId: string) {
     return trx.selectFrom("uploads").select(["id", "state", "kind", "object_key", "store_upload_id", "expire_time"]).where("video_id", "=", videoId).execute();
+  },
+
+  /** True while an open, unexpired session uploads to key (its id is the key's last segment, see keys.ts). */
+  async openAt(db: Db, key: string, now: Date): Promise<boolean> {
+    const id = key.slice(key.lastIndexOf("/") + 1);
+    if (!isUuid(id)) return false;
+    const row = await db
+      .selectFrom("uploads")
+      .select("id")
+      .where("id", "=", id)
+      .where("object_key", "=", key)
+      .where("state", "=", "open")
+      .where("expire_time", ">", now)
+      .executeTakeFirst();
+    return row !== undefined;
   },
 };
 

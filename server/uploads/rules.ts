@@ -46,6 +46,11 @@ export function partSizeFor(size: number, configured: number): number {
   return Math.min(MAX_PART, Math.max(configured, MIN_PART, needed));
 }
 
+/** The length of part partNumber (from 1) of a presigned upload of size bytes: partSize, the last one what is left. */
+export function partLength(partNumber: number, size: number, partSize: number): number {
+  return Math.min(partSize, size - (partNumber - 1) * partSize);
+}
+
 /**
  * The size of part partNumber (from 1) of a streamed upload, whose length is
  * unknown until it ends, after partedBytes were sent in the parts before it.

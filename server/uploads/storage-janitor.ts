@@ -4,6 +4,7 @@ import { sourceKeyTime } from "../storage/keys.js";
 import { queueDeletion } from "./finish.js";
 import { uploadColumns } from "./repository.js";
 import { completeSession } from "./complete.js";
+import { sweepOrphanObjects } from "./orphan-objects.js";
 import type { AppContext } from "../context.js";
 
 // Background upkeep of stored objects, in every replica:
@@ -11,8 +12,9 @@ import type { AppContext } from "../context.js";
 //   claiming rows with SKIP LOCKED and retrying with backoff until done;
 // - the reconciler (one leader at a time, by a lease row) completes open
 //   sessions whose object landed without a CompleteUpload call, aborts
-//   expired ones, and aborts orphaned (idle, unowned) multipart uploads in
-//   the store.
+//   expired ones, aborts orphaned (idle, unowned) multipart uploads in
+//   the store, and walks the store's upload objects a page per pass,
+//   queueing those no live upload refers to (orphan-objects.ts).
 
 const ORPHAN_AGE_MS = 60 * 60_000;
 
@@ -153,9 +155,18 @@ export function startStorageUpkeep(ctx: AppContext, intervals = { janitorMs: 5_0
       await sleep(every * (0.75 + Math.random() / 2));
     }
   };
+  // Where the leader's walk over the store's upload objects stands (orphan-objects.ts).
+  let orphanCursor: string | undefined;
   const running = Promise.all([
     loop(intervals.janitorMs, () => removeQueuedObjects(ctx), "storage janitor"),
-    loop(intervals.reconcilerMs, () => reconcileUploads(ctx, holder), "upload reconciler"),
+    loop(
+      intervals.reconcilerMs,
+      async () => {
+        if (!(await reconcileUploads(ctx, holder))) return;
+        orphanCursor = (await sweepOrphanObjects(ctx, orphanCursor)).next;
+      },
+      "upload reconciler",
+    ),
   ]);
   return {
     async stop() {

@@ -1,5 +1,5 @@
 import { Readable } from "node:stream";
-import type { ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { v7 as uuidv7 } from "uuid";
 import type { UploadVideoContentRequest, VideoService } from "../../gen/video/v1/video_service_pb.js";
 import { logAudit, recordAdminAction, type AuditEntry } from "../audit/audit-log.js";
@@ -8,6 +8,7 @@ import { writeAccess } from "../auth/policy.js";
 import type { AppContext } from "../context.js";
 import { failedPrecondition, invalidArgument, notFound, type FieldViolation } from "../errors.js";
 import { sourceKey } from "../storage/keys.js";
+import { streamEndedCleanly } from "../transport/envelope-framing.js";
 import { videos } from "../videos/repository.js";
 import { videoId } from "../videos/rules.js";
 import { markUploaded, queueDeletion } from "./finish.js";
@@ -19,11 +20,25 @@ import { MAX_UPLOAD_BYTES, checksum, contentType } from "./rules.js";
 // held in memory.
 // Over REST, PUT /videos/{id}/content is transcoded onto this same handler.
 
-async function* chunks(it: AsyncIterator<UploadVideoContentRequest>, onBytes: (n: number) => void) {
+// What the stream carried: bytes in whole chunk messages, and whether it was
+// seen to end where a message ended. Nothing is committed unless both hold
+// and the store took exactly these bytes.
+interface Received {
+  bytes: number;
+  ended: boolean;
+}
+
+async function* chunks(it: AsyncIterator<UploadVideoContentRequest>, hc: HandlerContext, received: Received, onBytes: (n: number) => void) {
   let total = 0;
   for (;;) {
     const next = await it.next();
-    if (next.done) return;
+    if (next.done) {
+      // The decoder saying "no more messages" is not enough: a stream cut
+      // right after an envelope header once looked like this too.
+      if (!streamEndedCleanly(hc)) throw new ConnectError("the end of the upload stream could not be verified; nothing was stored", Code.DataLoss);
+      received.ended = true;
+      return;
+    }
     if (next.value.data.case !== "chunk") {
       throw invalidArgument([{ field: "data", description: "only the first message may carry metadata" }]);
     }
@@ -31,6 +46,7 @@ async function* chunks(it: AsyncIterator<UploadVideoContentRequest>, onBytes: (n
     total += bytes.length;
     if (total > MAX_UPLOAD_BYTES) throw invalidArgument([{ field: "data", description: "the upload exceeds 256 GiB" }]);
     onBytes(bytes.length);
+    received.bytes = total;
     yield bytes;
   }
 }
@@ -56,10 +72,14 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
 
     const uploadId = uuidv7();
     const key = sourceKey(id, uploadId);
-    const body = Readable.from(chunks(it, (n) => ctx.metrics.uploadBytes.inc({ path: "stream" }, n)), { objectMode: false });
+    const received: Received = { bytes: 0, ended: false };
+    const body = Readable.from(chunks(it, hc, received, (n) => ctx.metrics.uploadBytes.inc({ path: "stream" }, n)), { objectMode: false });
     const stored = await ctx.store.putStream(key, body, type, hc.signal);
 
     try {
+      if (!received.ended || stored.sizeBytes !== received.bytes) {
+        throw new ConnectError(`the store took ${stored.sizeBytes} bytes of a stream that carried ${received.bytes}; nothing was committed`, Code.DataLoss);
+      }
       if (stored.sizeBytes === 0) throw invalidArgument([{ field: "data", description: "the upload is empty" }]);
       if (declared && declared !== stored.checksumSha256) throw failedPrecondition("the streamed bytes' SHA-256 is not the declared one");
       let audit: AuditEntry | undefined;

@@ -9,7 +9,7 @@ import type { AppContext } from "../context.js";
 import { appendEvent } from "../events/outbox.js";
 import { aborted, invalidArgument, notFound, type FieldViolation } from "../errors.js";
 import { sameEtag } from "./etag.js";
-import { queueDeletion } from "../uploads/finish.js";
+import { queueDeletion, sweepAfterUrlExpiry } from "../uploads/finish.js";
 import { uploads } from "../uploads/repository.js";
 import { videos } from "./repository.js";
 import { videoId } from "./rules.js";
@@ -34,12 +34,9 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
       for (const u of await uploads.ofVideo(trx, id)) {
         if (u.state === "aborted") continue;
         await queueDeletion(trx, u.object_key, u.state === "open" ? u.store_upload_id : null, now);
-        if (u.state !== "open") continue;
-        await uploads.setState(trx, u.id, "aborted", now);
-        // A presigned single-PUT URL cannot be revoked: bytes may still land
-        // through it until it expires. Sweep its key once more after that.
-        const expiry = new Date(u.expire_time);
-        if (u.store_upload_id === null && expiry > now) await queueDeletion(trx, u.object_key, null, now, new Date(expiry.getTime() + 60_000));
+        // Open or completed: its URL may still store bytes until it expires.
+        await sweepAfterUrlExpiry(trx, u, now);
+        if (u.state === "open") await uploads.setState(trx, u.id, "aborted", now);
       }
       const sequence = (BigInt(current.event_sequence) + 1n).toString();
       const payload = create(VideoDeletedSchema, { videoId: id, ownerId: current.owner_id });

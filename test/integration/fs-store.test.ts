@@ -43,7 +43,9 @@ await once(server, "listening");
 const port = (server.address() as AddressInfo).port;
 const baseUrl = `http://127.0.0.1:${port}`;
 const store = new FsStore({ root, publicBaseUrl: baseUrl, signingKey });
-handler = createFsObjectHandler(store, { maxObjectBytes: 64 * MiB, onBytes: (n) => (received += n) });
+// Keys whose upload session a test has closed (the service asks its database).
+const closedKeys = new Set<string>();
+handler = createFsObjectHandler(store, { maxObjectBytes: 64 * MiB, acceptsBytes: async (key) => !closedKeys.has(key), onBytes: (n) => (received += n) });
 
 t.teardown(async () => {
   server.closeAllConnections();
@@ -305,7 +307,7 @@ t.test("multipart: three presigned parts, completed into their concatenation", a
   const uploadId = await store.createMultipartUpload(key, "video/quicktime");
   t.match(uploadId, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   const parts = [randomBytes(5 * MiB), randomBytes(5 * MiB), randomBytes(12_345)];
-  const urls = await Promise.all(parts.map((_, i) => store.presignPart(key, uploadId, i + 1, 60)));
+  const urls = await Promise.all(parts.map((p, i) => store.presignPart(key, uploadId, i + 1, 60, p.length)));
   const q = new URL(urls[1]!).searchParams;
   t.equal(q.get("X-Vms-Op"), "part");
   t.equal(q.get("X-Vms-Upload"), uploadId);
@@ -340,14 +342,14 @@ t.test("multipart: parts below 5 MiB (but the last), no parts, wrong key", async
   const key = newKey();
   const uploadId = await store.createMultipartUpload(key, "video/mp4");
   await t.rejects(store.completeMultipartUpload(key, uploadId), { code: Code.FailedPrecondition }, "no parts");
-  for (const n of [1, 2]) t.equal((await put(await store.presignPart(key, uploadId, n, 60), randomBytes(1000), {})).status, 200);
+  for (const n of [1, 2]) t.equal((await put(await store.presignPart(key, uploadId, n, 60, 1000), randomBytes(1000), {})).status, 200);
   await t.rejects(store.completeMultipartUpload(key, uploadId, 2000), { code: Code.FailedPrecondition, message: /smaller than the minimum/ });
   await t.rejects(store.completeMultipartUpload(newKey(), uploadId), { code: Code.NotFound }, "the upload belongs to another key");
   await t.rejects(store.completeMultipartUpload(key, randomUUID()), { code: Code.NotFound });
 
   // A part URL signed for another key cannot write into this upload.
   const other = newKey();
-  t.equal((await put(await store.presignPart(other, uploadId, 3, 60), randomBytes(10), {})).status, 404);
+  t.equal((await put(await store.presignPart(other, uploadId, 3, 60, 10), randomBytes(10), {})).status, 404);
   t.equal(await store.head(key), undefined);
 
   // A store with a lower minimum (tests, small deployments) completes the same upload.
@@ -359,7 +361,7 @@ t.test("multipart: parts below 5 MiB (but the last), no parts, wrong key", async
 t.test("abort removes the parts; abort of an absent upload is fine", async (t) => {
   const key = newKey();
   const uploadId = await store.createMultipartUpload(key, "video/mp4");
-  const url = await store.presignPart(key, uploadId, 1, 60);
+  const url = await store.presignPart(key, uploadId, 1, 60, 2000);
   t.equal((await put(url, randomBytes(2000), {})).status, 200);
   t.ok(existsSync(join(root, "multipart", uploadId, "1")));
   await store.abortMultipartUpload(key, uploadId);
@@ -504,7 +506,7 @@ t.test("path traversal is refused on every method", async (t) => {
     const calls: [string, () => Promise<unknown>][] = [
       ["presignPut", () => store.presignPut(key, { contentType: "video/mp4", sizeBytes: 1, expiresInS: 60 })],
       ["createMultipartUpload", () => store.createMultipartUpload(key, "video/mp4")],
-      ["presignPart", () => store.presignPart(key, uploadId, 1, 60)],
+      ["presignPart", () => store.presignPart(key, uploadId, 1, 60, 1)],
       ["completeMultipartUpload", () => store.completeMultipartUpload(key, uploadId)],
       ["abortMultipartUpload", () => store.abortMultipartUpload(key, uploadId)],
       ["head", () => store.head(key)],
@@ -515,7 +517,7 @@ t.test("path traversal is refused on every method", async (t) => {
     for (const [name, call] of calls) await t.rejects(call(), invalid, `${name}(${JSON.stringify(key)})`);
   }
   for (const id of ["../../objects", "..", `${randomUUID()}/../x`, "/tmp/x", "not-a-uuid"]) {
-    await t.rejects(store.presignPart(good, id, 1, 60), invalid, `presignPart upload ${id}`);
+    await t.rejects(store.presignPart(good, id, 1, 60, 1), invalid, `presignPart upload ${id}`);
     await t.rejects(store.completeMultipartUpload(good, id), invalid, `complete upload ${id}`);
     await t.rejects(store.abortMultipartUpload(good, id), invalid, `abort upload ${id}`);
   }
@@ -601,4 +603,68 @@ t.test("the signing key file is created once, 32 bytes, mode 0600", async (t) =>
   const other = new FsStore({ root, publicBaseUrl: baseUrl, signingKey: randomBytes(32) });
   const p = await other.presignPut(newKey(), { contentType: "video/mp4", sizeBytes: 1, expiresInS: 60 });
   t.equal((await put(p.url, Buffer.from("x"), p.headers)).status, 403);
+});
+
+// ---- what a signed URL can no longer do ----
+
+t.test("a part URL takes at most its signed size: more is refused (400) and nothing is kept", async (t) => {
+  const key = newKey();
+  const uploadId = await store.createMultipartUpload(key, "video/mp4");
+  const url = await store.presignPart(key, uploadId, 1, 60, 1000);
+  t.equal(new URL(url).searchParams.get("X-Vms-Size"), "1000", "the size is signed into the URL");
+  const withLength = await raw("PUT", pathAndQuery(url), { headers: { "content-length": "1001" }, body: randomBytes(1001) });
+  t.equal(withLength.status, 400, "a declared length over the part size");
+  t.match(withLength.text, /EntityTooLarge/);
+  const chunked = await raw("PUT", pathAndQuery(url), { body: randomBytes(200_000), chunked: true });
+  t.equal(chunked.status, 400, "an undeclared (chunked) body that runs over the part size");
+  t.notOk(existsSync(join(root, "multipart", uploadId, "1")), "no part was stored");
+  const bigger = new URL(url);
+  bigger.searchParams.set("X-Vms-Size", String(5 * 1024 * MiB));
+  t.equal((await raw("PUT", pathAndQuery(bigger.toString()), { body: randomBytes(2000) })).status, 403, "a raised size breaks the signature");
+  t.equal((await put(url, randomBytes(1000), {})).status, 200, "the part size itself is taken");
+  t.equal((await put(url, randomBytes(10), {})).status, 200, "and less (the last part is shorter)");
+  t.same(await tempFiles(), []);
+  await store.abortMultipartUpload(key, uploadId);
+});
+
+t.test("a create-only URL never replaces an object: 412, and the object is unchanged", async (t) => {
+  const key = newKey();
+  const first = randomBytes(1000);
+  const p = await store.presignPut(key, { contentType: "video/mp4", sizeBytes: first.length, expiresInS: 60, createOnly: true });
+  t.equal(new URL(p.url).searchParams.get("X-Vms-If-None-Match"), "*", "the condition is signed into the URL");
+  t.equal((await put(p.url, first, p.headers)).status, 200);
+  const second = await put(p.url, randomBytes(1000), p.headers);
+  t.equal(second.status, 412, "the same URL, other bytes of the same size");
+  t.match(second.text, /PreconditionFailed/);
+  t.equal(await store.sha256(key), sha(first), "the object holds the first bytes");
+  // Two PUTs racing past the early check: the commit (a link, not a rename) lets one win.
+  const key2 = newKey();
+  const p2 = await store.presignPut(key2, { contentType: "video/mp4", sizeBytes: 2 * MiB, expiresInS: 60, createOnly: true });
+  const bodies = Array.from({ length: 4 }, (_, i) => Buffer.alloc(2 * MiB, i + 1));
+  const statuses = await Promise.all(bodies.map((b) => put(p2.url, b, p2.headers).then((r) => r.status)));
+  t.equal(statuses.filter((s) => s === 200).length, 1, `one writer wins (${statuses})`);
+  t.ok(statuses.every((s) => s === 200 || s === 412), "the others are refused");
+  const data = await readFile(join(root, "objects", key2));
+  t.ok(data.every((x) => x === data[0]), "one writer's bytes only");
+  t.same(await store.head(key2), { sizeBytes: 2 * MiB, contentType: "video/mp4", checksumSha256: sha(data) }, "sidecar describes the winner");
+  t.same(await tempFiles(), []);
+});
+
+t.test("a URL whose upload session is closed takes no bytes (403), single or part", async (t) => {
+  const key = newKey();
+  const p = await store.presignPut(key, { contentType: "video/mp4", sizeBytes: 10, expiresInS: 60 });
+  const uploadId = await store.createMultipartUpload(key, "video/mp4");
+  const part = await store.presignPart(key, uploadId, 1, 60, 10);
+  closedKeys.add(key);
+  try {
+    const single = await put(p.url, randomBytes(10), p.headers);
+    t.equal(single.status, 403, "single PUT");
+    t.match(single.text, /AccessDenied/);
+    t.equal((await put(part, randomBytes(10), {})).status, 403, "part");
+    t.equal(await store.head(key), undefined, "nothing stored");
+    t.notOk(existsSync(join(root, "multipart", uploadId, "1")), "no part stored");
+  } finally {
+    closedKeys.delete(key);
+    await store.abortMultipartUpload(key, uploadId);
+  }
 });
