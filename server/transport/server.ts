@@ -19,6 +19,7 @@ import eventRoutes from "../events/event-service.js";
 import { OutboxRelay } from "../events/relay.js";
 import { createFsObjectHandler } from "../storage/fs-object-routes.js";
 import { FsStore } from "../storage/fs-store.js";
+import { startMediaWorker } from "../media/worker.js";
 import { startStorageUpkeep } from "../uploads/storage-janitor.js";
 import { MAX_UPLOAD_BYTES } from "../uploads/rules.js";
 import videoRoutes from "../videos/index.js";
@@ -84,6 +85,7 @@ export function createServer(ctx: AppContext) {
         })
       : () => false;
   let upkeep: { stop(): Promise<void> } | undefined;
+  let mediaWorker: { stop(graceMs?: number): Promise<void> } | undefined;
   const grpcUnary = grpcUnaryTranscoder({ readMaxBytes: ctx.cfg.limits.maxBodyBytes, maxTimeoutMs: ctx.cfg.limits.maxRequestMs });
 
   async function operational(path: string, res: NodeResponse): Promise<boolean> {
@@ -172,6 +174,7 @@ export function createServer(ctx: AppContext) {
       if (ctx.store instanceof FsStore) ctx.store.listeningOn(address.port);
       relay.start();
       upkeep = startStorageUpkeep(ctx);
+      mediaWorker = startMediaWorker(ctx);
       return address;
     },
     /**
@@ -183,6 +186,7 @@ export function createServer(ctx: AppContext) {
       ctx.draining = true;
       shutdown.abort();
       await listener.close(graceMs);
+      await mediaWorker?.stop(graceMs);
       await relay.stop();
       await upkeep?.stop();
     },

@@ -41,6 +41,10 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
         const expiry = new Date(u.expire_time);
         if (u.store_upload_id === null && expiry > now) await queueDeletion(trx, u.object_key, null, now, new Date(expiry.getTime() + 60_000));
       }
+      // Its thumbnails' objects go the same way; its media jobs went with the
+      // row (ON DELETE CASCADE), and a job still running removes what it
+      // stores when it finds the video gone.
+      for (const t of current.thumbnails) for (const v of t.variants) await queueDeletion(trx, v.objectKey, null, now);
       const sequence = (BigInt(current.event_sequence) + 1n).toString();
       const payload = create(VideoDeletedSchema, { videoId: id, ownerId: current.owner_id });
       await appendEvent(trx, { videoId: id, sequence, schema: VideoDeletedSchema, payload, time: now });
