@@ -19,6 +19,7 @@ import eventRoutes from "../events/event-service.js";
 import { OutboxRelay } from "../events/relay.js";
 import { createFsObjectHandler } from "../storage/fs-object-routes.js";
 import { FsStore } from "../storage/fs-store.js";
+import { thumbnailUrls } from "../media/thumbnail-urls.js";
 import { startMediaWorker } from "../media/worker.js";
 import { startStorageUpkeep } from "../uploads/storage-janitor.js";
 import { MAX_UPLOAD_BYTES } from "../uploads/rules.js";
@@ -51,6 +52,7 @@ export function createServer(ctx: AppContext) {
       observe(ctx.logger, ctx.metrics, ctx.tracer),
       publicErrors(ctx.logger),
       ...(verifier ? [authenticate(verifier)] : []),
+      thumbnailUrls(ctx.thumbnailStore, ctx.cfg.media),
     ],
     readMaxBytes: ctx.cfg.limits.maxBodyBytes,
     maxTimeoutMs: ctx.cfg.limits.maxRequestMs,
@@ -67,6 +69,7 @@ export function createServer(ctx: AppContext) {
   const contextValues = () => createContextValues();
   const rest = createRestHandler(router, {
     maxBodyBytes: ctx.cfg.limits.maxBodyBytes,
+    maxImageBytes: ctx.cfg.media.maxBytes,
     contextValues,
     universalRequest,
     onInternalError: (e) => ctx.logger.error("rest call failed", { error: e instanceof Error ? e.stack : String(e) }),
