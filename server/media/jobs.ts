@@ -73,7 +73,8 @@ export function setJobThumbnails(trx: Transaction<Database>, job: MediaJob, ids:
 export function finishJob(db: Kysely<Database> | Transaction<Database>, job: MediaJob, outcome: "succeeded" | "failed", error: string | null, now: Date) {
   return db
     .updateTable("media_jobs")
-    .set({ state: outcome, last_error: error, lease_holder: null, update_time: now })
+    // A success keeps the error of the attempt before it, for the record.
+    .set({ state: outcome, ...(error !== null && { last_error: error }), lease_holder: null, update_time: now })
     .where("id", "=", job.id)
     .where("lease_holder", "=", job.lease_holder)
     .execute();

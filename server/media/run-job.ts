@@ -62,19 +62,31 @@ export async function runJob(ctx: AppContext, job: MediaJob): Promise<{ outcome:
   // Render outside any transaction; then record what was stored.
   const todo = await pendingOf(ctx, job.video_id, thumbnailIds);
   const rendered = new Map<string, ThumbnailVariantColumn[]>();
-  for (const t of todo) {
-    const ms = resolveOffsetMs(t, source.probe!.durationMs);
-    let frame = await extractFrame(media, input, ms / 1000);
-    // Some files end before their stated duration: take the first frame then.
-    if (frame.length === 0) frame = await extractFrame(media, input, 0);
-    if (frame.length === 0) throw new Error(`no frame could be decoded at ${ms} ms`);
-    const variants: ThumbnailVariantColumn[] = [];
-    for (const v of await renderVariants(frame, media.sizes, media.formats)) {
-      const objectKey = thumbnailVariantKey(job.video_id, t.id, v.width, v.height, v.format);
-      await ctx.thumbnailStore.put(objectKey, v.bytes, CONTENT_TYPES[v.format]);
-      variants.push({ width: v.width, height: v.height, format: v.format, sizeBytes: v.bytes.length, objectKey });
+  const stored: string[] = [];
+  try {
+    for (const t of todo) {
+      const ms = resolveOffsetMs(t, source.probe!.durationMs);
+      let frame = await extractFrame(media, input, ms / 1000);
+      // Some files end before their stated duration: take the first frame then.
+      if (frame.length === 0) frame = await extractFrame(media, input, 0);
+      if (frame.length === 0) throw new Error(`no frame could be decoded at ${ms} ms`);
+      const variants: ThumbnailVariantColumn[] = [];
+      for (const v of await renderVariants(frame, media.sizes, media.formats)) {
+        const objectKey = thumbnailVariantKey(job.video_id, t.id, v.width, v.height, v.format);
+        stored.push(objectKey);
+        await ctx.thumbnailStore.put(objectKey, v.bytes, CONTENT_TYPES[v.format]);
+        variants.push({ width: v.width, height: v.height, format: v.format, sizeBytes: v.bytes.length, objectKey });
+      }
+      rendered.set(t.id, variants);
     }
-    rendered.set(t.id, variants);
+  } catch (e) {
+    // The video was deleted meanwhile (its source may be gone already): the
+    // job ends, and what it stored goes too.
+    if (await videos.find(ctx.db, job.video_id)) throw e;
+    await ctx.db.transaction().execute(async (trx) => {
+      for (const key of stored) await queueDeletion(trx, key, null, ctx.clock());
+    });
+    return { outcome: "cancelled" };
   }
   if (todo.length === 0 && thumbnailIds.length === 0) {
     await finishJob(ctx.db, job, "succeeded", null, ctx.clock());

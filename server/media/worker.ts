@@ -12,8 +12,8 @@ import { failJobThumbnails, runJob, type JobOutcome } from "./run-job.js";
 // with backoff until THUMBNAIL_MAX_ATTEMPTS. One log line and one span per
 // job; counts, durations and the queue's depth on /metrics.
 
-export function startMediaWorker(ctx: AppContext, o: { pollMs?: number } = {}) {
-  const media = ctx.cfg.media;
+export function startMediaWorker(ctx: AppContext, o: { pollMs?: number; concurrency?: number } = {}) {
+  const media = { ...ctx.cfg.media, concurrency: o.concurrency ?? ctx.cfg.media.concurrency };
   const pollMs = o.pollMs ?? 500;
   const holder = `${hostname()}/${process.pid}/${randomUUID()}`;
   const running = new Set<Promise<void>>();

@@ -15,7 +15,7 @@ import { contentMessages, eventually, startUploadServer } from "../support/uploa
 t.teardown(removeFixtures);
 
 const MAX = 256 * 1024;
-const h = await startUploadServer(t, { kind: "filesystem", env: { THUMBNAIL_SIZES: "320x180,160x90", THUMBNAIL_FORMATS: "webp,jpeg", THUMBNAIL_MAX_BYTES: String(MAX) } });
+const h = await startUploadServer(t, { kind: "filesystem", env: { THUMBNAIL_CONCURRENCY: "2", THUMBNAIL_SIZES: "320x180,160x90", THUMBNAIL_FORMATS: "webp,jpeg", THUMBNAIL_MAX_BYTES: String(MAX) } });
 const { grpc } = h.s.clients;
 const rest = h.s.clients.rest;
 

@@ -16,7 +16,7 @@ import { STORES, contentMessages, eventually, startUploadServer, type UploadHarn
 
 t.teardown(removeFixtures);
 
-const ENV = { THUMBNAIL_SIZES: "320x180,160x90", THUMBNAIL_FORMATS: "webp,jpeg", THUMBNAIL_MAX_ATTEMPTS: "2" };
+const ENV = { THUMBNAIL_CONCURRENCY: "2", THUMBNAIL_SIZES: "320x180,160x90", THUMBNAIL_FORMATS: "webp,jpeg", THUMBNAIL_MAX_ATTEMPTS: "2" };
 
 async function upload(h: UploadHarness, name: Fixture, contentType = "video/mp4"): Promise<Video> {
   const v = await h.newVideo(`media ${name}`);
