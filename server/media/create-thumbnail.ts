@@ -1,4 +1,4 @@
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { v7 as uuidv7 } from "uuid";
 import type { VideoService } from "../../gen/video/v1/video_service_pb.js";
 import { callerOf } from "../auth/caller.js";
@@ -6,11 +6,10 @@ import { writeAccess } from "../auth/policy.js";
 import type { AppContext } from "../context.js";
 import type { ThumbnailColumn, ThumbnailVariantColumn } from "../db/schema.js";
 import { failedPrecondition, invalidArgument, notFound, type FieldViolation } from "../errors.js";
-import { thumbnailVariantKey } from "../storage/keys.js";
-import { queueDeletion } from "../uploads/finish.js";
 import { videos } from "../videos/repository.js";
 import { videoId } from "../videos/rules.js";
-import { CONTENT_TYPES, MAX_INPUT_PIXELS, inspectImage, renderVariants } from "./render.js";
+import { MAX_INPUT_PIXELS, inspectImage } from "./render.js";
+import { forgetStored, storeVariants } from "./store-variants.js";
 import { videoToChange } from "./thumbnail-access.js";
 import { MAX_THUMBNAILS_PER_VIDEO, imageInput } from "./thumbnail-input.js";
 import { toThumbnail } from "./thumbnail-message.js";
@@ -37,18 +36,15 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
     if (header.width * header.height > MAX_INPUT_PIXELS) {
       throw invalidArgument([{ field: "image.data", description: `has ${header.width}x${header.height} pixels; at most ${MAX_INPUT_PIXELS} are accepted` }]);
     }
-    let rendered;
-    try {
-      rendered = await renderVariants(data, ctx.cfg.media.sizes, ctx.cfg.media.formats);
-    } catch (e) {
-      throw invalidArgument([{ field: "image.data", description: `cannot be decoded: ${(e as Error).message.split("\n")[0]!.slice(0, 200)}` }]);
-    }
     const thumbnailId = uuidv7();
-    const variants: ThumbnailVariantColumn[] = [];
-    for (const v of rendered) {
-      const objectKey = thumbnailVariantKey(id, thumbnailId, v.width, v.height, v.format);
-      await ctx.thumbnailStore.put(objectKey, v.bytes, CONTENT_TYPES[v.format]);
-      variants.push({ width: v.width, height: v.height, format: v.format, sizeBytes: v.bytes.length, objectKey });
+    const stored: string[] = [];
+    let variants: ThumbnailVariantColumn[];
+    try {
+      variants = await storeVariants(ctx.thumbnailStore, ctx.cfg.media, { videoId: id, thumbnailId }, data, stored);
+    } catch (e) {
+      await forgetStored(ctx, stored);
+      if (e instanceof ConnectError) throw e;
+      throw invalidArgument([{ field: "image.data", description: `cannot be decoded: ${(e as Error).message.split("\n")[0]!.slice(0, 200)}` }]);
     }
     try {
       const thumbnail = await ctx.db.transaction().execute(async (trx) => {
@@ -62,10 +58,8 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
       return toThumbnail(thumbnail);
     } catch (e) {
       // Not recorded (the video went, or a rule refused it): its objects go too.
-      await ctx.db.transaction().execute(async (trx) => {
-        for (const v of variants) await queueDeletion(trx, v.objectKey, null, ctx.clock());
-      });
-      throw e instanceof ConnectError ? e : new ConnectError((e as Error).message, Code.Internal);
+      await forgetStored(ctx, stored);
+      throw e;
     }
   },
 });

@@ -1,12 +1,11 @@
 import { v7 as uuidv7 } from "uuid";
 import type { AppContext } from "../context.js";
 import type { SourceColumn, ThumbnailColumn, ThumbnailVariantColumn } from "../db/schema.js";
-import { thumbnailVariantKey } from "../storage/keys.js";
 import { queueDeletion } from "../uploads/finish.js";
 import { videos } from "../videos/repository.js";
 import { extractFrame, probe } from "./ffmpeg.js";
 import { finishJob, setJobThumbnails, type MediaJob } from "./jobs.js";
-import { CONTENT_TYPES, renderVariants } from "./render.js";
+import { forgetStored, storeVariants } from "./store-variants.js";
 import { middleReady, pendingThumbnails, replaceThumbnail, resolveOffsetMs } from "./thumbnail-rules.js";
 import { writeVideo } from "./video-write.js";
 
@@ -70,22 +69,13 @@ export async function runJob(ctx: AppContext, job: MediaJob): Promise<{ outcome:
       // Some files end before their stated duration: take the first frame then.
       if (frame.length === 0) frame = await extractFrame(media, input, 0);
       if (frame.length === 0) throw new Error(`no frame could be decoded at ${ms} ms`);
-      const variants: ThumbnailVariantColumn[] = [];
-      for (const v of await renderVariants(frame, media.sizes, media.formats)) {
-        const objectKey = thumbnailVariantKey(job.video_id, t.id, v.width, v.height, v.format);
-        stored.push(objectKey);
-        await ctx.thumbnailStore.put(objectKey, v.bytes, CONTENT_TYPES[v.format]);
-        variants.push({ width: v.width, height: v.height, format: v.format, sizeBytes: v.bytes.length, objectKey });
-      }
-      rendered.set(t.id, variants);
+      rendered.set(t.id, await storeVariants(ctx.thumbnailStore, media, { videoId: job.video_id, thumbnailId: t.id }, frame, stored));
     }
   } catch (e) {
     // The video was deleted meanwhile (its source may be gone already): the
     // job ends, and what it stored goes too.
     if (await videos.find(ctx.db, job.video_id)) throw e;
-    await ctx.db.transaction().execute(async (trx) => {
-      for (const key of stored) await queueDeletion(trx, key, null, ctx.clock());
-    });
+    await forgetStored(ctx, stored);
     return { outcome: "cancelled" };
   }
   if (todo.length === 0 && thumbnailIds.length === 0) {
