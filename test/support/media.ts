@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -59,5 +59,3 @@ export async function image(format: "jpeg" | "png" | "webp", w = 640, h = 360): 
 export async function removeFixtures(): Promise<void> {
   if (dir) await rm(await dir, { recursive: true, force: true });
 }
-
-export { writeFile };
