@@ -1,6 +1,7 @@
 import { isIP } from "node:net";
 import path from "node:path";
 import { keyFromFile } from "./auth/jwt.js";
+import { list, parseFormat, parseOffset, parseSize, type MediaConfig } from "./media/settings.js";
 
 // Every environment variable the service reads, parsed and validated in one
 // place. A bad value fails start-up with one line naming the variable.
@@ -45,6 +46,7 @@ export interface Config {
     relayPollMs: number;
     relayBatchSize: number;
   };
+  media: MediaConfig;
   /** OTLP protocol spans are exported with; undefined: no export. */
   tracing: { exporter: "http/protobuf" | "http/json" | undefined };
 }
@@ -200,6 +202,30 @@ function storage(env: Env, host: string, port: number, tls: boolean): Config["st
   };
 }
 
+function media(env: Env): MediaConfig {
+  const fail = (m: string) => new ConfigError(m);
+  const publicBaseUrl = env.THUMBNAIL_PUBLIC_BASE_URL?.trim().replace(/\/+$/, "") || undefined;
+  if (publicBaseUrl && !/^https?:\/\/[^\s?#]+$/.test(publicBaseUrl)) throw fail("THUMBNAIL_PUBLIC_BASE_URL must be an http(s) URL without query or fragment");
+  const tool = (name: string, fallback: string) => {
+    const v = env[name]?.trim();
+    if (v !== undefined && v !== "" && !path.isAbsolute(v)) throw fail(`${name} must be an absolute path, got "${v.slice(0, 80)}"`);
+    return v || fallback;
+  };
+  return {
+    concurrency: int(env, "THUMBNAIL_CONCURRENCY", 2, 0, 64),
+    offsets: list(env, "THUMBNAIL_OFFSETS", "10%,50%,90%", parseOffset, "offsets such as 10% or 2.5s", fail),
+    sizes: list(env, "THUMBNAIL_SIZES", "1280x720,640x360,320x180", parseSize, "WIDTHxHEIGHT boxes (16 to 7680)", fail).sort((a, b) => b.width * b.height - a.width * a.height),
+    formats: [...new Set(list(env, "THUMBNAIL_FORMATS", "webp,jpeg", parseFormat, "webp, jpeg or png", fail))],
+    maxBytes: int(env, "THUMBNAIL_MAX_BYTES", 2 * MiB, 1024, 32 * MiB),
+    maxAttempts: int(env, "THUMBNAIL_MAX_ATTEMPTS", 5, 1, 100),
+    urlExpiryMs: duration(env, "THUMBNAIL_URL_EXPIRY", UNITS.h),
+    publicBaseUrl,
+    leaseMs: duration(env, "THUMBNAIL_JOB_LEASE", 60 * UNITS.s),
+    ffmpegPath: tool("FFMPEG_PATH", "ffmpeg"),
+    ffprobePath: tool("FFPROBE_PATH", "ffprobe"),
+  };
+}
+
 const LOG_LEVELS = ["error", "warn", "info", "http", "verbose", "debug", "silly"];
 
 export function isLoopback(host: string): boolean {
@@ -256,6 +282,7 @@ export function loadConfig(env: Env = process.env): Config {
     },
     events: events(env),
     tracing: tracing(env),
+    media: media(env),
     storage: storage(env, host, port, Boolean(certFile && keyFile)),
     migrationsDir: path.resolve(env.MIGRATIONS_DIR?.trim() || new URL("../migrations", import.meta.url).pathname),
   };

@@ -30,6 +30,8 @@ export class AppContext {
     readonly clock: () => Date,
     readonly publisher: EventPublisher,
     readonly store: ObjectStore,
+    // Thumbnails' objects: S3_THUMBNAIL_BUCKET on S3, the same store on the filesystem.
+    readonly thumbnailStore: ObjectStore = store,
   ) {}
 
   get db() {
@@ -51,7 +53,8 @@ export class AppContext {
     const store = s3
       ? new S3Store(createS3Client({ ...s3, maxSockets: cfg.database.poolMax * 2 + 16 }, metrics, logger), s3.bucket, s3.stream)
       : await FsStore.open(cfg.dataDir, cfg.storage.publicBaseUrl);
-    return new AppContext(cfg, database, logger, metrics, overrides.clock ?? (() => new Date()), publisher, store);
+    const thumbnailStore = s3 && store instanceof S3Store ? store.withBucket(s3.thumbnailBucket) : store;
+    return new AppContext(cfg, database, logger, metrics, overrides.clock ?? (() => new Date()), publisher, store, thumbnailStore);
   }
 
   async close(): Promise<void> {

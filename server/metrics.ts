@@ -1,4 +1,4 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
 // One registry per process context (never prom-client's global), so tests can
 // build several servers side by side.
@@ -87,6 +87,21 @@ export function createMetrics() {
       labelNames: ["path"] as const,
       registers: [registry],
     }),
+    mediaJobs: new Counter({
+      name: "media_jobs_total",
+      help: "Media job runs by kind (probe, thumbnails) and outcome (succeeded, failed, retried, cancelled)",
+      labelNames: ["kind", "outcome"] as const,
+      registers: [registry],
+    }),
+    mediaJobDuration: new Histogram({
+      name: "media_job_duration_seconds",
+      help: "Media job run duration by kind",
+      labelNames: ["kind"] as const,
+      buckets: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+      registers: [registry],
+    }),
+    mediaQueueDepth: new Gauge({ name: "media_jobs_queue_depth", help: "Media jobs waiting or running", registers: [registry] }),
+    mediaOldestPendingAge: new Gauge({ name: "media_jobs_oldest_pending_age_seconds", help: "Age of the oldest media job not finished", registers: [registry] }),
   };
 }
 

@@ -53,3 +53,8 @@ export function assertMayReadEvents(c: Caller): void {
 export function assertMayReadAudit(c: Caller): void {
   if (!has(c, "admin")) throw denied("read the audit log");
 }
+
+/** Processing reports come from the transcoding service only. */
+export function assertMayReportProcessing(c: Caller): void {
+  if (!has(c, "service")) throw denied("report processing states (role service)");
+}

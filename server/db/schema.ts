@@ -15,6 +15,38 @@ export interface SourceColumn {
   contentType: string;
   checksumSha256: string;
   uploadTime: string;
+  // What ffprobe found (V9; absent until the media job probed the file).
+  probe?: ProbeColumn;
+}
+
+export interface ProbeColumn {
+  durationMs: number;
+  width: number;
+  height: number;
+  videoCodec: string;
+  audioCodec: string;
+  container: string;
+}
+
+export interface ThumbnailVariantColumn {
+  width: number;
+  height: number;
+  format: "webp" | "jpeg" | "png";
+  sizeBytes: number;
+  objectKey: string;
+}
+
+/** One element of videos.thumbnails (V9). */
+export interface ThumbnailColumn {
+  id: string;
+  source: "generated" | "uploaded";
+  state: "pending" | "ready" | "failed";
+  // Generated ones: an explicit offset, or a share of the duration resolved once probed.
+  timeOffsetMs?: number;
+  offsetPercent?: number;
+  failureReason: string;
+  variants: ThumbnailVariantColumn[];
+  createTime: string;
 }
 
 export interface VideosTable {
@@ -31,6 +63,27 @@ export interface VideosTable {
   create_time: Timestamp;
   update_time: Timestamp;
   event_sequence: ColumnType<string, number | string | undefined, number | string>;
+  thumbnails: ColumnType<ThumbnailColumn[], string | undefined, string>;
+  default_thumbnail_id: string | null;
+  failure_reason: ColumnType<string, string | undefined, string>;
+}
+
+export type MediaJobKind = "probe" | "thumbnails";
+
+export interface MediaJobsTable {
+  id: Generated<string>;
+  video_id: string;
+  kind: MediaJobKind;
+  thumbnail_ids: ColumnType<string[], string[] | undefined, string[]>;
+  state: "pending" | "running" | "succeeded" | "failed";
+  attempts: ColumnType<number, number | undefined, number>;
+  last_error: string | null;
+  next_attempt_time: Timestamp;
+  lease_holder: string | null;
+  trace_parent: string | null;
+  trace_state: string | null;
+  create_time: Timestamp;
+  update_time: Timestamp;
 }
 
 export interface OutboxTable {
@@ -149,5 +202,6 @@ export interface Database {
   uploads: UploadsTable;
   storage_deletions: StorageDeletionsTable;
   leases: LeasesTable;
+  media_jobs: MediaJobsTable;
   flyway_schema_history: FlywaySchemaHistoryTable;
 }

@@ -1,4 +1,6 @@
+import { createReadStream } from "node:fs";
 import http2 from "node:http2";
+import { pipeline } from "node:stream/promises";
 import type { Readable } from "node:stream";
 import type { NodeRequest, NodeResponse } from "../transport/listener.js";
 import { FsObjectError, isValidObjectKey, MAX_PART_BYTES, MAX_PART_NUMBER, objectExists, type FsStore } from "./fs-store.js";
@@ -41,6 +43,7 @@ const accessDenied = (message: string) => new Reject(403, "AccessDenied", messag
 const signatureMismatch = () => new Reject(403, "SignatureDoesNotMatch", "the request signature does not match");
 
 type Signed =
+  | { op: "get"; key: string }
   | { op: "put"; key: string; sizeBytes: number; contentType: string; checksumSha256: string | undefined; createOnly: boolean }
   | { op: "part"; key: string; uploadId: string; partNumber: number; sizeBytes: number };
 
@@ -59,13 +62,16 @@ export function createFsObjectHandler(store: FsStore, o: FsObjectHandlerOptions)
 }
 
 async function handle(store: FsStore, o: FsObjectHandlerOptions, req: NodeRequest, res: NodeResponse, rawPath: string, query: string): Promise<void> {
-  let signed: Signed;
+  let signed: Exclude<Signed, { op: "get" }>;
   try {
+    if (req.method === "GET" || req.method === "HEAD") return await serveGet(store, req, res, authorize(store, rawPath, query, "GET"));
     if (req.method !== "PUT") {
-      res.setHeader("allow", "PUT");
-      throw new Reject(405, "MethodNotAllowed", "only PUT is supported on signed object URLs");
+      res.setHeader("allow", "GET, HEAD, PUT");
+      throw new Reject(405, "MethodNotAllowed", "only GET, HEAD and PUT are supported on signed object URLs");
     }
-    signed = authorize(store, rawPath, query);
+    const put = authorize(store, rawPath, query);
+    if (put.op === "get") throw signatureMismatch();
+    signed = put;
     if (signed.op === "put") {
       if (req.headers["content-type"] !== signed.contentType) throw signatureMismatch();
       if (signed.sizeBytes > o.maxObjectBytes) throw new Reject(400, "EntityTooLarge", "the object is larger than allowed");
@@ -103,8 +109,22 @@ async function handle(store: FsStore, o: FsObjectHandlerOptions, req: NodeReques
   res.end();
 }
 
+/** A signed GET (thumbnails): the stored bytes with their content type. */
+async function serveGet(store: FsStore, req: NodeRequest, res: NodeResponse, signed: Signed): Promise<void> {
+  if (signed.op !== "get") throw signatureMismatch();
+  const found = await store.openForGet(signed.key);
+  if (!found) throw new Reject(404, "NoSuchKey", "the object does not exist");
+  res.statusCode = 200;
+  res.setHeader("content-type", found.contentType);
+  res.setHeader("content-length", String(found.sizeBytes));
+  res.setHeader("cache-control", "private, max-age=300");
+  res.setHeader("x-content-type-options", "nosniff");
+  if (req.method === "HEAD") return void res.end();
+  await pipeline(createReadStream(found.file), res as unknown as NodeJS.WritableStream);
+}
+
 /** Checks the key, the parameters, the signature and the expiry, in that order. */
-function authorize(store: FsStore, rawPath: string, query: string): Signed {
+function authorize(store: FsStore, rawPath: string, query: string, method = "PUT"): Signed {
   let key: string;
   try {
     key = decodeURIComponent(rawPath.slice(OBJECTS_PATH.length));
@@ -126,13 +146,17 @@ function authorize(store: FsStore, rawPath: string, query: string): Signed {
     params.set(name, value);
   }
   if (presented === undefined) throw accessDenied("the request is not signed");
-  if (!store.signatureValid(key, params, presented)) throw signatureMismatch();
+  if (!store.signatureValid(key, params, presented, method)) throw signatureMismatch();
 
   const expires = params.get("X-Vms-Expires");
   if (expires === undefined || !/^[0-9]{1,12}$/.test(expires)) throw accessDenied("malformed signed URL");
   if (Date.now() / 1000 > Number(expires)) throw accessDenied("the signed URL has expired");
 
   const op = params.get("X-Vms-Op");
+  if (method === "GET") {
+    if (op === "get" && params.size === 2) return { op, key };
+    throw accessDenied("malformed signed URL");
+  }
   const has = (...names: string[]) => names.every((n) => params.has(n));
   const none = (...names: string[]) => names.every((n) => !params.has(n));
   const size = params.get("X-Vms-Size") ?? "";

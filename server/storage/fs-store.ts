@@ -442,11 +442,34 @@ export class FsStore implements ObjectStore {
     });
   }
 
+  async put(key: string, body: Uint8Array, contentType: string): Promise<void> {
+    await this.putStream(key, Readable.from([Buffer.from(body)]), contentType, new AbortController().signal);
+  }
+
+  async presignGet(key: string, expiresInS: number): Promise<string> {
+    this.objectFile(key);
+    const params = new Map<string, string>([
+      ["X-Vms-Op", "get"],
+      ["X-Vms-Expires", String(expiry(expiresInS))],
+    ]);
+    return signedUrl(this.publicBaseUrl, this.signingKey, "GET", key, params);
+  }
+
+  async mediaInput(key: string): Promise<string> {
+    return this.objectFile(key);
+  }
+
   // ---- used by the /_objects/ routes (errors are FsObjectError or I/O errors) ----
 
-  /** Constant-time check of a presented signature over a PUT of key with these X-Vms-* params. */
-  signatureValid(key: string, params: ReadonlyMap<string, string>, presentedHex: string): boolean {
-    return signatureMatches(this.signingKey, "PUT", key, params, presentedHex);
+  /** Constant-time check of a presented signature over a PUT (or GET) of key with these X-Vms-* params. */
+  signatureValid(key: string, params: ReadonlyMap<string, string>, presentedHex: string, method = "PUT"): boolean {
+    return signatureMatches(this.signingKey, method, key, params, presentedHex);
+  }
+
+  /** The stored file and its content type, for a signed GET; undefined when absent. */
+  async openForGet(key: string): Promise<{ file: string; sizeBytes: number; contentType: string } | undefined> {
+    const info = await this.head(key);
+    return info && { file: this.objectFile(key), sizeBytes: info.sizeBytes, contentType: info.contentType ?? "application/octet-stream" };
   }
 
   /** Receives the body of a signed object PUT: exactly sizeBytes, matching the checksum when signed. */

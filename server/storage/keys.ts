@@ -25,3 +25,12 @@ export function sourceKeyTime(key: string): Date | undefined {
   if (!KEY_PATTERN.test(key) || uploadId[14] !== "7") return undefined;
   return new Date(parseInt(uploadId.slice(0, 8) + uploadId.slice(9, 13), 16));
 }
+
+/** One stored rendition of a thumbnail; rerunning a job writes the same keys. */
+export const thumbnailVariantKey = (videoId: string, thumbnailId: string, width: number, height: number, format: string) =>
+  `${videoPrefix(videoId)}thumbnails/${uuid(thumbnailId)}/${width}x${height}.${format}`;
+
+const THUMBNAIL_KEY = /^videos\/[0-9a-f-]{36}\/thumbnails\/[0-9a-f-]{36}\/\d+x\d+\.(webp|jpeg|png)$/;
+
+/** Thumbnail objects live in the thumbnail bucket (S3_THUMBNAIL_BUCKET). */
+export const isThumbnailKey = (key: string) => THUMBNAIL_KEY.test(key);

@@ -58,4 +58,13 @@ export interface ObjectStore {
   /** Streams a body of unknown length into the store; aborts cleanly (no orphaned parts) on error or signal. */
   putStream(key: string, body: Readable, contentType: string, signal: AbortSignal): Promise<{ sizeBytes: number; checksumSha256: string }>;
   delete(key: string): Promise<void>;
+  /** Stores a small object held in memory (a thumbnail variant), replacing any at that key. */
+  put(key: string, body: Uint8Array, contentType: string): Promise<void>;
+  /** A signed GET URL valid for expiresInS. */
+  presignGet(key: string, expiresInS: number): Promise<string>;
+  /**
+   * Where ffmpeg can read the object in place, without a full download
+   * first: a presigned GET URL on S3, the file itself on the filesystem.
+   */
+  mediaInput(key: string, expiresInS: number): Promise<string>;
 }

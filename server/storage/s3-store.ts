@@ -383,5 +383,22 @@ export class S3Store implements ObjectStore {
   async delete(key: string): Promise<void> {
     await this.call(() => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), METADATA_TIMEOUT));
   }
+
+  async put(key: string, body: Uint8Array, contentType: string): Promise<void> {
+    await this.call(() => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentType: contentType }), METADATA_TIMEOUT));
+  }
+
+  presignGet(key: string, expiresInS: number): Promise<string> {
+    return getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.bucket, Key: key }), { expiresIn: expiresInS });
+  }
+
+  mediaInput(key: string, expiresInS: number): Promise<string> {
+    return this.presignGet(key, expiresInS);
+  }
+
+  /** The same client on another bucket (S3_THUMBNAIL_BUCKET). */
+  withBucket(bucket: string): S3Store {
+    return bucket === this.bucket ? this : new S3Store(this.client, bucket, this.stream);
+  }
 }
 

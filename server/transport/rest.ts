@@ -22,6 +22,8 @@ type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
 
 export interface RestOptions {
   maxBodyBytes: number;
+  /** Largest raw body of a google.api.HttpBody field (a custom thumbnail). */
+  maxImageBytes: number;
   contextValues: (req: NodeRequest) => ContextValues;
   /** Builds the router's request from the Node request (server.ts). */
   universalRequest: UniversalRequestFactory;
@@ -282,8 +284,12 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     progress.route = `${route.httpMethod} ${route.template}`;
     const caller = await options.authenticate?.(String(req.headers.authorization ?? ""));
     const hasBody = route.body !== "";
-    const bytes = await readBody(req, options.maxBodyBytes);
-    const body = hasBody ? parseJsonBody(bytes, req.headers["content-type"]) : undefined;
+    // A google.api.HttpBody body field takes the raw bytes and their content type (AIP-127).
+    const rawBody = hasBody && route.body !== "*" && route.method.input.fields.find((f) => f.name === route.body)?.message?.typeName === "google.api.HttpBody";
+    const bytes = await readBody(req, rawBody ? options.maxImageBytes : options.maxBodyBytes);
+    const body = rawBody
+      ? bytes.length > 0 ? { contentType: String(req.headers["content-type"] ?? ""), data: bytes.toString("base64") } : undefined
+      : hasBody ? parseJsonBody(bytes, req.headers["content-type"]) : undefined;
     let request: JsonObject;
     try {
       request = requestJson(route, vars, url.searchParams, body);

@@ -19,6 +19,8 @@ import eventRoutes from "../events/event-service.js";
 import { OutboxRelay } from "../events/relay.js";
 import { createFsObjectHandler } from "../storage/fs-object-routes.js";
 import { FsStore } from "../storage/fs-store.js";
+import { thumbnailUrls } from "../media/thumbnail-urls.js";
+import { startMediaWorker } from "../media/worker.js";
 import { startStorageUpkeep } from "../uploads/storage-janitor.js";
 import { uploads } from "../uploads/repository.js";
 import { MAX_UPLOAD_BYTES } from "../uploads/rules.js";
@@ -52,6 +54,7 @@ export function createServer(ctx: AppContext) {
       observe(ctx.logger, ctx.metrics, ctx.tracer),
       publicErrors(ctx.logger),
       ...(verifier ? [authenticate(verifier)] : []),
+      thumbnailUrls(ctx.thumbnailStore, ctx.cfg.media),
     ],
     readMaxBytes: ctx.cfg.limits.maxBodyBytes,
     maxTimeoutMs: ctx.cfg.limits.maxRequestMs,
@@ -68,6 +71,7 @@ export function createServer(ctx: AppContext) {
   const contextValues = () => createContextValues();
   const rest = createRestHandler(router, {
     maxBodyBytes: ctx.cfg.limits.maxBodyBytes,
+    maxImageBytes: ctx.cfg.media.maxBytes,
     contextValues,
     universalRequest,
     onInternalError: (e) => ctx.logger.error("rest call failed", { error: e instanceof Error ? e.stack : String(e) }),
@@ -87,6 +91,7 @@ export function createServer(ctx: AppContext) {
         })
       : () => false;
   let upkeep: { stop(): Promise<void> } | undefined;
+  let mediaWorker: { stop(graceMs?: number): Promise<void> } | undefined;
   const grpcUnary = grpcUnaryTranscoder({ readMaxBytes: ctx.cfg.limits.maxBodyBytes, maxTimeoutMs: ctx.cfg.limits.maxRequestMs });
 
   async function operational(path: string, res: NodeResponse): Promise<boolean> {
@@ -175,6 +180,7 @@ export function createServer(ctx: AppContext) {
       if (ctx.store instanceof FsStore) ctx.store.listeningOn(address.port);
       relay.start();
       upkeep = startStorageUpkeep(ctx);
+      mediaWorker = startMediaWorker(ctx);
       return address;
     },
     /**
@@ -186,6 +192,7 @@ export function createServer(ctx: AppContext) {
       ctx.draining = true;
       shutdown.abort();
       await listener.close(graceMs);
+      await mediaWorker?.stop(graceMs);
       await relay.stop();
       await upkeep?.stop();
     },

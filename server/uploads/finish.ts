@@ -4,13 +4,15 @@ import { VideoUploadedSchema } from "../../gen/video/v1/events_pb.js";
 import type { Video } from "../../gen/video/v1/video_pb.js";
 import type { Database, SourceColumn } from "../db/schema.js";
 import { appendEvent } from "../events/outbox.js";
+import { enqueueMediaJob } from "../media/jobs.js";
 import { toVideo } from "../videos/convert.js";
 import { newEtag } from "../videos/etag.js";
 import type { VideoRow } from "../videos/repository.js";
 import { videos } from "../videos/repository.js";
 
 // The one way a video becomes UPLOADED: source recorded, state moved, etag
-// renewed and VideoUploaded queued — all in the caller's transaction.
+// renewed, VideoUploaded queued and the probe-and-thumbnails media job
+// enqueued — all in the caller's transaction.
 export async function markUploaded(trx: Transaction<Database>, current: VideoRow, source: SourceColumn, now: Date): Promise<Video> {
   const sequence = (BigInt(current.event_sequence) + 1n).toString();
   const row = await videos.update(trx, current.id, {
@@ -22,6 +24,7 @@ export async function markUploaded(trx: Transaction<Database>, current: VideoRow
   });
   const video = toVideo(row);
   await appendEvent(trx, { videoId: current.id, sequence, schema: VideoUploadedSchema, payload: create(VideoUploadedSchema, { video }), time: now });
+  await enqueueMediaJob(trx, { videoId: current.id, kind: "probe", now });
   return video;
 }
 

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
-import { sourceKeyTime } from "../storage/keys.js";
+import { isThumbnailKey, sourceKeyTime } from "../storage/keys.js";
 import { queueDeletion } from "./finish.js";
 import { uploadColumns } from "./repository.js";
 import { completeSession } from "./complete.js";
@@ -30,7 +30,7 @@ export const CLAIM_MS = 5 * 60_000;
  * on its own. Removal is idempotent, so a row claimed again after CLAIM_MS
  * (its janitor died, or is still busy) is harmless. Times are ctx.clock's.
  */
-export async function removeQueuedObjects(ctx: Pick<AppContext, "db" | "store" | "logger" | "clock">, batch = 50): Promise<number> {
+export async function removeQueuedObjects(ctx: Pick<AppContext, "db" | "store" | "thumbnailStore" | "logger" | "clock">, batch = 50): Promise<number> {
   const claimed = await ctx.db.transaction().execute(async (trx) => {
     const now = ctx.clock();
     const due = await trx
@@ -55,7 +55,7 @@ export async function removeQueuedObjects(ctx: Pick<AppContext, "db" | "store" |
   for (const row of claimed) {
     try {
       if (row.store_upload_id && row.object_key) await ctx.store.abortMultipartUpload(row.object_key, row.store_upload_id);
-      if (row.object_key) await ctx.store.delete(row.object_key);
+      if (row.object_key) await (isThumbnailKey(row.object_key) ? ctx.thumbnailStore : ctx.store).delete(row.object_key);
       await ctx.db.deleteFrom("storage_deletions").where("id", "=", row.id).execute();
       done++;
     } catch (e) {

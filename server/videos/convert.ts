@@ -1,7 +1,8 @@
 import { create } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { VideoSchema, type Video } from "../../gen/video/v1/video_pb.js";
 import type { SourceColumn } from "../db/schema.js";
+import { toThumbnail } from "../media/thumbnail-message.js";
 import { stateValue, visibilityValue } from "./enums.js";
 import type { VideoRow } from "./repository.js";
 
@@ -25,8 +26,19 @@ export function toVideo(row: VideoRow): Video {
           contentType: source.contentType,
           checksumSha256: source.checksumSha256,
           uploadTime: time(source.uploadTime),
+          ...(source.probe && {
+            duration: durationFromMs(source.probe.durationMs),
+            width: source.probe.width,
+            height: source.probe.height,
+            videoCodec: source.probe.videoCodec,
+            audioCodec: source.probe.audioCodec,
+            container: source.probe.container,
+          }),
         }
       : undefined,
+    thumbnails: row.thumbnails.map(toThumbnail),
+    defaultThumbnailId: row.default_thumbnail_id ?? "",
+    failureReason: row.failure_reason,
     etag: row.etag,
     createTime: time(row.create_time),
     updateTime: time(row.update_time),

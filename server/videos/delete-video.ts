@@ -38,6 +38,10 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
         await sweepAfterUrlExpiry(trx, u, now);
         if (u.state === "open") await uploads.setState(trx, u.id, "aborted", now);
       }
+      // Its thumbnails' objects go the same way; its media jobs went with the
+      // row (ON DELETE CASCADE), and a job still running removes what it
+      // stores when it finds the video gone.
+      for (const t of current.thumbnails) for (const v of t.variants) await queueDeletion(trx, v.objectKey, null, now);
       const sequence = (BigInt(current.event_sequence) + 1n).toString();
       const payload = create(VideoDeletedSchema, { videoId: id, ownerId: current.owner_id });
       await appendEvent(trx, { videoId: id, sequence, schema: VideoDeletedSchema, payload, time: now });

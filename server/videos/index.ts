@@ -10,9 +10,15 @@ import abortUpload from "../uploads/abort-upload.js";
 import completeUpload from "../uploads/complete-upload.js";
 import createUpload from "../uploads/create-upload.js";
 import uploadVideoContent from "../uploads/upload-video-content.js";
+import createThumbnail from "../media/create-thumbnail.js";
+import deleteThumbnail from "../media/delete-thumbnail.js";
+import finishProcessing from "../media/finish-processing.js";
+import generateThumbnails from "../media/generate-thumbnails.js";
+import startProcessing from "../media/start-processing.js";
 
 export default (ctx: AppContext) => (router: ConnectRouter) =>
-  router.service(VideoService, {
+  router
+    .service(VideoService, {
     ...createVideo(ctx),
     ...getVideo(ctx),
     ...listVideos(ctx),
@@ -22,4 +28,11 @@ export default (ctx: AppContext) => (router: ConnectRouter) =>
     ...completeUpload(ctx),
     ...abortUpload(ctx),
     ...uploadVideoContent(ctx),
-  });
+    ...generateThumbnails(ctx),
+    ...deleteThumbnail(ctx),
+    ...startProcessing(ctx),
+    ...finishProcessing(ctx),
+    })
+    // A custom image may be larger than other requests (THUMBNAIL_MAX_BYTES);
+    // registered last, this handler replaces the service's placeholder for it.
+    .rpc(VideoService.method.createThumbnail, createThumbnail(ctx).createThumbnail!, { readMaxBytes: Math.max(ctx.cfg.limits.maxBodyBytes, ctx.cfg.media.maxBytes * 2 + 64 * 1024) });

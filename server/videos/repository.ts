@@ -21,6 +21,9 @@ export const videoColumns = [
   "create_time",
   "update_time",
   "event_sequence",
+  "thumbnails",
+  "default_thumbnail_id",
+  "failure_reason",
 ] as const satisfies readonly (keyof VideosTable)[];
 
 export type VideoRow = Pick<Selectable<VideosTable>, (typeof videoColumns)[number]>;

@@ -16,7 +16,13 @@ import { updateMaskFields, videoFields, videoId } from "./rules.js";
 export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => ({
   async updateVideo(req, hc) {
     if (!req.video) throw invalidArgument([{ field: "video", description: "is required" }]);
-    const { fields, violations } = updateMaskFields(req.updateMask?.paths);
+    // default_thumbnail_id changes through the mask only (a PUT from an older
+    // client must not clear it); it must name one of the video's thumbnails.
+    const paths = req.updateMask?.paths ?? [];
+    const setDefault = paths.includes("default_thumbnail_id");
+    const rest = paths.filter((p) => p !== "default_thumbnail_id");
+    const { fields, violations } = setDefault && rest.length === 0 ? { fields: [], violations: [] } : updateMaskFields(rest);
+    const defaultId = req.video.defaultThumbnailId.toLowerCase();
     const id = videoId(req.video.id, "video.id", violations);
     const { value, violations: fieldViolations } = videoFields(req.video, fields);
     violations.push(...fieldViolations);
@@ -30,18 +36,22 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
       if (req.video!.etag !== "" && !sameEtag(req.video!.etag, current.etag)) {
         throw aborted(`video ${id} was changed since etag ${req.video!.etag} was read`);
       }
-      const { labels, ...rest } = value;
+      if (setDefault && defaultId !== "" && !current.thumbnails.some((t) => t.id === defaultId)) {
+        throw invalidArgument([{ field: "video.default_thumbnail_id", description: "must be the id of one of the video's thumbnails, or empty" }]);
+      }
+      const { labels, ...others } = value;
       const now = ctx.clock();
       const sequence = BigInt(current.event_sequence) + 1n;
       const row = await videos.update(trx, id, {
-        ...rest,
+        ...others,
+        ...(setDefault && { default_thumbnail_id: defaultId || null }),
         ...(labels === undefined ? {} : { labels: JSON.stringify(labels) }),
         etag: newEtag(),
         update_time: now,
         event_sequence: sequence.toString(),
       });
       const video = toVideo(row);
-      const payload = create(VideoUpdatedSchema, { video, updateMask: { paths: [...fields] } });
+      const payload = create(VideoUpdatedSchema, { video, updateMask: { paths: [...fields, ...(setDefault ? ["default_thumbnail_id"] : [])] } });
       await appendEvent(trx, { videoId: id, sequence: sequence.toString(), schema: VideoUpdatedSchema, payload, time: now });
       if (access === "admin") audit = await recordAdminAction(trx, hc, id, diff(current, row, fields), now);
       return video;

@@ -5,7 +5,7 @@ import { create, toJson, type DescField, type DescMessage, type DescMethod, type
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { Health, HealthCheckResponse_ServingStatus } from "../../gen/health/v1/health_pb.js";
 import { ServerReflection } from "../../gen/grpc/reflection/v1/reflection_pb.js";
-import { Video_Visibility, type Video } from "../../gen/video/v1/video_pb.js";
+import { Video_State, Video_Visibility, type Video } from "../../gen/video/v1/video_pb.js";
 import { EventService } from "../../gen/video/v1/event_service_pb.js";
 import { VideoService } from "../../gen/video/v1/video_service_pb.js";
 import { routesOf, type Route } from "../../server/transport/http-rules.js";
@@ -18,6 +18,10 @@ import { expectRestError, storedRow, type Asserts, type TestServer } from "../su
 // with the exact code. The RPCs are read from the generated descriptors and
 // from what the server serves (reflection, REST routes), so a new RPC without
 // a row in EXPECTED fails this test instead of shipping unguarded.
+
+// Every RPC × caller × visibility × protocol, each on a fresh video: longer
+// than the default per-file limit since the media RPCs joined.
+t.setTimeout(600_000);
 
 // ---- the callers ----------------------------------------------------------------
 
@@ -132,6 +136,19 @@ async function storeUploadedBytes(s: TestServer, uploadId: string): Promise<void
   await s.ctx.store.putStream(object_key, Readable.from([Buffer.from(CONTENT)]), "video/mp4", AbortSignal.timeout(10_000));
 }
 
+/** A small valid PNG (1x1, grey) for the thumbnail rows. */
+const PNG = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNoAAAAggCBd81ytgAAAABJRU5ErkJggg==", "base64");
+
+/** Processing reports: the service role only; the others are refused before the video is looked at. */
+const SERVICE_ONLY: Row = { ...BAD_TOKENS, viewer: DENIED, editorOwner: DENIED, editorOther: DENIED, admin: DENIED, service: OK };
+
+/** The target with a verified upload (STATE_UPLOADED), as CompleteUpload leaves it. */
+async function uploaded(s: TestServer, v: Video, ownerToken: string): Promise<void> {
+  const uploadId = await openUpload(s, v, ownerToken);
+  await storeUploadedBytes(s, uploadId);
+  await createClient(VideoService, s.transports.grpc).completeUpload({ id: v.id, uploadId }, { headers: bearer(ownerToken) });
+}
+
 /**
  * REST routes that are not google.api.http bindings, written by hand for
  * one RPC; each is checked with that RPC's row.
@@ -199,6 +216,48 @@ const EXPECTED: Record<string, Entry> = {
     on: "video",
     request: (v) => [{ data: { case: "metadata", value: { id: v.id, contentType: "video/mp4" } } }, { data: { case: "chunk", value: CONTENT } }],
     expect: writesOfOwnerOrAdmin,
+  },
+  "video.v1.VideoService/GenerateThumbnails": {
+    on: "video",
+    setup: async (s, v, owner) => {
+      await uploaded(s, v, owner);
+      return {};
+    },
+    request: (v) => ({ videoId: v.id, timeOffsets: [{ seconds: 0n }] }),
+    expect: writesOfOwnerOrAdmin,
+  },
+  "video.v1.VideoService/CreateThumbnail": {
+    on: "video",
+    request: (v) => ({ videoId: v.id, image: { contentType: "image/png", data: PNG } }),
+    expect: writesOfOwnerOrAdmin,
+  },
+  "video.v1.VideoService/DeleteThumbnail": {
+    on: "video",
+    setup: async (s, v, owner) => {
+      const th = await createClient(VideoService, s.transports.grpc).createThumbnail({ videoId: v.id, image: { contentType: "image/png", data: PNG } }, { headers: bearer(owner) });
+      return { thumbnailId: th.id };
+    },
+    request: (v, x) => ({ videoId: v.id, thumbnailId: x.thumbnailId }),
+    expect: writesOfOwnerOrAdmin,
+  },
+  "video.v1.VideoService/StartProcessing": {
+    on: "video",
+    setup: async (s, v, owner) => {
+      await uploaded(s, v, owner);
+      return {};
+    },
+    request: (v) => ({ id: v.id }),
+    expect: { PRIVATE: SERVICE_ONLY, UNLISTED: SERVICE_ONLY, PUBLIC: SERVICE_ONLY },
+  },
+  "video.v1.VideoService/FinishProcessing": {
+    on: "video",
+    setup: async (s, v, owner) => {
+      await uploaded(s, v, owner);
+      await s.ctx.db.updateTable("videos").set({ state: "processing" }).where("id", "=", v.id).execute();
+      return {};
+    },
+    request: (v) => ({ id: v.id, result: Video_State.READY }),
+    expect: { PRIVATE: SERVICE_ONLY, UNLISTED: SERVICE_ONLY, PUBLIC: SERVICE_ONLY },
   },
   "video.v1.EventService/ListEvents": {
     on: "nothing",
@@ -462,9 +521,11 @@ t.test("authorisation matrix: every RPC × every caller, over gRPC and REST", as
           for (const route of routes) {
             const r = await prepare(entry, visibility);
             const { path, body } = restRequest(route, r.request as object);
+            // A google.api.HttpBody body goes as the raw bytes with their content type.
+            const raw = route.method.input.fields.find((f) => f.name === route.body)?.message?.typeName === "google.api.HttpBody" ? (body as { contentType: string; data: string }) : undefined;
             const res = await s.clients.rest(route.httpMethod, path, {
-              headers: bearer(token[caller]),
-              ...(body === undefined ? {} : { json: body }),
+              headers: { ...bearer(token[caller]), ...(raw && { "content-type": raw.contentType }) },
+              ...(raw ? { body: Buffer.from(raw.data, "base64") } : body === undefined ? {} : { json: body }),
             });
             const label = `REST ${route.httpMethod} ${route.template} ${where}`;
             if (want === OK) t.equal(res.status, 200, `${label} → 200 (${res.text.slice(0, 200)})`);

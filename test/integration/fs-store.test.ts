@@ -70,12 +70,12 @@ function raw(
   method: string,
   path: string,
   o: { headers?: Record<string, string>; body?: Buffer; chunked?: boolean } = {},
-): Promise<{ status: number; text: string; headers: http.IncomingHttpHeaders }> {
+): Promise<{ status: number; text: string; body: Buffer; headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
     const req = http.request({ host: "127.0.0.1", port, method, path, headers: o.headers, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("end", () => resolve({ status: res.statusCode!, text: Buffer.concat(chunks).toString(), headers: res.headers }));
+      res.on("end", () => resolve({ status: res.statusCode!, text: Buffer.concat(chunks).toString(), body: Buffer.concat(chunks), headers: res.headers }));
       res.on("error", reject);
     });
     req.on("error", reject);
@@ -245,14 +245,28 @@ t.test("a body that does not match the signed size is refused and nothing is wri
   t.equal(await store.sha256(key), sha(body));
 });
 
-t.test("methods other than PUT get 405; other paths are not handled", async (t) => {
+t.test("methods other than GET, HEAD and PUT get 405; a PUT URL does not sign a GET; other paths are not handled", async (t) => {
   const p = await store.presignPut(newKey(), { contentType: "video/mp4", sizeBytes: 1, expiresInS: 60 });
-  for (const method of ["GET", "POST", "DELETE", "HEAD", "OPTIONS", "PATCH"]) {
+  for (const method of ["POST", "DELETE", "OPTIONS", "PATCH"]) {
     const res = await raw(method, pathAndQuery(p.url));
     t.equal(res.status, 405, method);
-    t.equal(res.headers.allow, "PUT");
+    t.equal(res.headers.allow, "GET, HEAD, PUT");
   }
+  for (const method of ["GET", "HEAD"]) t.equal((await raw(method, pathAndQuery(p.url))).status, 403, `${method} with a PUT signature`);
   for (const path of ["/_objects", "/objects/x", "/videos", "/_object/x"]) t.equal((await raw("PUT", path)).status, 404, path);
+});
+
+t.test("a signed GET URL serves the stored object; a changed or expired one is refused", async (t) => {
+  const key = newKey();
+  const body = randomBytes(2048);
+  await store.put(key, body, "image/webp");
+  const url = await store.presignGet(key, 60);
+  const res = await raw("GET", pathAndQuery(url));
+  t.equal(res.status, 200);
+  t.equal(res.headers["content-type"], "image/webp");
+  t.equal(sha(res.body), sha(body));
+  t.equal((await raw("GET", pathAndQuery(url.replace(/X-Vms-Expires=\d+/, "X-Vms-Expires=9999999999")))).status, 403, "a changed expiry breaks the signature");
+  t.equal((await raw("GET", pathAndQuery(await store.presignGet(newKey(), 60)))).status, 404, "a signed URL of a missing object");
 });
 
 t.test("the handler serves HTTP/2 requests too", async (t) => {

@@ -297,6 +297,16 @@ s3_answers() { # s3_answers <port>: an S3 ListBuckets answer comes back
     "http://127.0.0.1:$1/" >/dev/null 2>&1
 }
 
+# ------------------------------------------------------------ media tools ---
+# Not a server: the media jobs run Debian's ffmpeg and ffprobe (FFMPEG_PATH /
+# FFPROBE_PATH point elsewhere when set). Installed when missing, every run.
+media_tools() {
+  local ffmpeg=${FFMPEG_PATH:-ffmpeg} ffprobe=${FFPROBE_PATH:-ffprobe}
+  if command -v "$ffmpeg" >/dev/null 2>&1 && command -v "$ffprobe" >/dev/null 2>&1; then return 0; fi
+  apt_install ffmpeg
+  command -v "$ffmpeg" >/dev/null 2>&1 && command -v "$ffprobe" >/dev/null 2>&1 || die "ffmpeg/ffprobe still not found after installing Debian's ffmpeg"
+}
+
 # ------------------------------------------------------------ tap warm-up ---
 # tap 21 rebuilds its Test class when the plugin set configured in package.json
 # (which disables @tapjs/typescript) differs from the one it was built with, as
@@ -320,6 +330,7 @@ if [ "$(basename -- "$1")" = tap ]; then tap_warm_up "$1"; fi
 for b in "${BACKENDS[@]}"; do
   declare -F "backend_$b" >/dev/null || die "unknown backend in TEST_BACKENDS: $b (known: postgres pubsub s3)"
 done
+media_tools
 for b in "${BACKENDS[@]}"; do "backend_$b"; done
 
 set +e

@@ -222,6 +222,8 @@ export async function startService(t: Teardown, o: ServiceOptions): Promise<Serv
     EVENTS_FORMAT: o.format ?? "json",
     METADATA_SERVER_DETECTION: "none",
     LOG_LEVEL: "info",
+    // No media jobs on the stand-in bytes these tests upload: their events are counted.
+    THUMBNAIL_CONCURRENCY: "0",
     ...o.env,
   };
   const child = spawn(process.execPath, ["--import", "tsx", "server/main.ts"], { cwd: repoRoot, env, stdio: ["ignore", o.quiet ? "ignore" : "pipe", "pipe"] });

@@ -113,6 +113,9 @@ export async function startTestServer(t: Teardown, options: StartOptions): Promi
     HOST: "127.0.0.1",
     DATA_DIR: dataDir,
     LOG_LEVEL: "error",
+    // Media jobs would probe (and fail) the stand-in bytes most tests upload,
+    // changing their videos behind their backs: off unless a test asks.
+    THUMBNAIL_CONCURRENCY: "0",
     ...(databaseUrl ? { DATABASE_URL: databaseUrl, DB_POOL_MAX: "5" } : {}),
     ...options.env,
   });

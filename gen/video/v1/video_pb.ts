@@ -5,15 +5,15 @@
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file video/v1/video.proto.
  */
 export const file_video_v1_video: GenFile = /*@__PURE__*/
-  fileDesc("ChR2aWRlby92MS92aWRlby5wcm90bxIIdmlkZW8udjEi6wUKBVZpZGVvEg8KAmlkGAEgASgJQgPgQQMSEgoFdGl0bGUYAiABKAlCA+BBAhITCgtkZXNjcmlwdGlvbhgDIAEoCRIMCgR0YWdzGAQgAygJEisKBmxhYmVscxgFIAMoCzIbLnZpZGVvLnYxLlZpZGVvLkxhYmVsc0VudHJ5Ei4KCnZpc2liaWxpdHkYBiABKA4yGi52aWRlby52MS5WaWRlby5WaXNpYmlsaXR5EikKBXN0YXRlGAcgASgOMhUudmlkZW8udjEuVmlkZW8uU3RhdGVCA+BBAxIVCghvd25lcl9pZBgIIAEoCUID4EEDEioKBnNvdXJjZRgJIAEoCzIVLnZpZGVvLnYxLlZpZGVvU291cmNlQgPgQQMSLAoKdGh1bWJuYWlscxgKIAMoCzITLnZpZGVvLnYxLlRodW1ibmFpbEID4EEDEgwKBGV0YWcYCyABKAkSNAoLY3JlYXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgPgQQMSNAoLdXBkYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgPgQQMaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJwCgpWaXNpYmlsaXR5EhoKFlZJU0lCSUxJVFlfVU5TUEVDSUZJRUQQABIWChJWSVNJQklMSVRZX1BSSVZBVEUQARIXChNWSVNJQklMSVRZX1VOTElTVEVEEAISFQoRVklTSUJJTElUWV9QVUJMSUMQAyKFAQoFU3RhdGUSFQoRU1RBVEVfVU5TUEVDSUZJRUQQABIYChRTVEFURV9QRU5ESU5HX1VQTE9BRBABEhIKDlNUQVRFX1VQTE9BREVEEAISFAoQU1RBVEVfUFJPQ0VTU0lORxADEg8KC1NUQVRFX1JFQURZEAQSEAoMU1RBVEVfRkFJTEVEEAUilQEKC1ZpZGVvU291cmNlEhIKCm9iamVjdF9rZXkYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoAxIUCgxjb250ZW50X3R5cGUYAyABKAkSFwoPY2hlY2tzdW1fc2hhMjU2GAQgASgJEi8KC3VwbG9hZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJLCglUaHVtYm5haWwSEgoKb2JqZWN0X2tleRgBIAEoCRINCgV3aWR0aBgCIAEoBRIOCgZoZWlnaHQYAyABKAUSCwoDdXJsGAQgASgJYgZwcm90bzM", [file_google_api_field_behavior, file_google_protobuf_timestamp]);
+  fileDesc("ChR2aWRlby92MS92aWRlby5wcm90bxIIdmlkZW8udjEipgYKBVZpZGVvEg8KAmlkGAEgASgJQgPgQQMSEgoFdGl0bGUYAiABKAlCA+BBAhITCgtkZXNjcmlwdGlvbhgDIAEoCRIMCgR0YWdzGAQgAygJEisKBmxhYmVscxgFIAMoCzIbLnZpZGVvLnYxLlZpZGVvLkxhYmVsc0VudHJ5Ei4KCnZpc2liaWxpdHkYBiABKA4yGi52aWRlby52MS5WaWRlby5WaXNpYmlsaXR5EikKBXN0YXRlGAcgASgOMhUudmlkZW8udjEuVmlkZW8uU3RhdGVCA+BBAxIVCghvd25lcl9pZBgIIAEoCUID4EEDEioKBnNvdXJjZRgJIAEoCzIVLnZpZGVvLnYxLlZpZGVvU291cmNlQgPgQQMSLAoKdGh1bWJuYWlscxgKIAMoCzITLnZpZGVvLnYxLlRodW1ibmFpbEID4EEDEgwKBGV0YWcYCyABKAkSNAoLY3JlYXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgPgQQMSNAoLdXBkYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgPgQQMSHAoUZGVmYXVsdF90aHVtYm5haWxfaWQYDiABKAkSGwoOZmFpbHVyZV9yZWFzb24YDyABKAlCA+BBAxotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBInAKClZpc2liaWxpdHkSGgoWVklTSUJJTElUWV9VTlNQRUNJRklFRBAAEhYKElZJU0lCSUxJVFlfUFJJVkFURRABEhcKE1ZJU0lCSUxJVFlfVU5MSVNURUQQAhIVChFWSVNJQklMSVRZX1BVQkxJQxADIoUBCgVTdGF0ZRIVChFTVEFURV9VTlNQRUNJRklFRBAAEhgKFFNUQVRFX1BFTkRJTkdfVVBMT0FEEAESEgoOU1RBVEVfVVBMT0FERUQQAhIUChBTVEFURV9QUk9DRVNTSU5HEAMSDwoLU1RBVEVfUkVBRFkQBBIQCgxTVEFURV9GQUlMRUQQBSKeAgoLVmlkZW9Tb3VyY2USEgoKb2JqZWN0X2tleRgBIAEoCRISCgpzaXplX2J5dGVzGAIgASgDEhQKDGNvbnRlbnRfdHlwZRgDIAEoCRIXCg9jaGVja3N1bV9zaGEyNTYYBCABKAkSLwoLdXBsb2FkX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCGR1cmF0aW9uGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBXdpZHRoGAcgASgFEg4KBmhlaWdodBgIIAEoBRITCgt2aWRlb19jb2RlYxgJIAEoCRITCgthdWRpb19jb2RlYxgKIAEoCRIRCgljb250YWluZXIYCyABKAkirgQKCVRodW1ibmFpbBIXCgpvYmplY3Rfa2V5GAEgASgJQgPgQQMSEgoFd2lkdGgYAiABKAVCA+BBAxITCgZoZWlnaHQYAyABKAVCA+BBAxIQCgN1cmwYBCABKAlCA+BBAxIPCgJpZBgFIAEoCUID4EEDEi8KBnNvdXJjZRgGIAEoDjIaLnZpZGVvLnYxLlRodW1ibmFpbC5Tb3VyY2VCA+BBAxIzCgt0aW1lX29mZnNldBgHIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkID4EEDEi0KBXN0YXRlGAggASgOMhkudmlkZW8udjEuVGh1bWJuYWlsLlN0YXRlQgPgQQMSGwoOZmFpbHVyZV9yZWFzb24YCSABKAlCA+BBAxIxCgh2YXJpYW50cxgKIAMoCzIaLnZpZGVvLnYxLlRodW1ibmFpbFZhcmlhbnRCA+BBAxI0CgtjcmVhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCA+BBAyJLCgZTb3VyY2USFgoSU09VUkNFX1VOU1BFQ0lGSUVEEAASFAoQU09VUkNFX0dFTkVSQVRFRBABEhMKD1NPVVJDRV9VUExPQURFRBACIlQKBVN0YXRlEhUKEVNUQVRFX1VOU1BFQ0lGSUVEEAASEQoNU1RBVEVfUEVORElORxABEg8KC1NUQVRFX1JFQURZEAISEAoMU1RBVEVfRkFJTEVEEAMiYgoQVGh1bWJuYWlsVmFyaWFudBINCgV3aWR0aBgBIAEoBRIOCgZoZWlnaHQYAiABKAUSDgoGZm9ybWF0GAMgASgJEhIKCnNpemVfYnl0ZXMYBCABKAMSCwoDdXJsGAUgASgJYgZwcm90bzM", [file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A video owned by this service: its metadata, where its raw upload lives and
@@ -102,6 +102,21 @@ export type Video = Message<"video.v1.Video"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 13;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * The id of the thumbnail shown for the video: the owner's choice, or the
+   * middle generated one. Set through UpdateVideo's mask; empty: none.
+   *
+   * @generated from field: string default_thumbnail_id = 14;
+   */
+  defaultThumbnailId: string;
+
+  /**
+   * Why the video is STATE_FAILED, in words a person can act on.
+   *
+   * @generated from field: string failure_reason = 15;
+   */
+  failureReason: string;
 };
 
 /**
@@ -219,6 +234,42 @@ export type VideoSource = Message<"video.v1.VideoSource"> & {
    * @generated from field: google.protobuf.Timestamp upload_time = 5;
    */
   uploadTime?: Timestamp | undefined;
+
+  /**
+   * What ffprobe found in the file (set once the media job probed it).
+   *
+   * @generated from field: google.protobuf.Duration duration = 6;
+   */
+  duration?: Duration | undefined;
+
+  /**
+   * @generated from field: int32 width = 7;
+   */
+  width: number;
+
+  /**
+   * @generated from field: int32 height = 8;
+   */
+  height: number;
+
+  /**
+   * Codec names as ffprobe reports them ("h264", "vp9", "aac"); empty: none.
+   *
+   * @generated from field: string video_codec = 9;
+   */
+  videoCodec: string;
+
+  /**
+   * @generated from field: string audio_codec = 10;
+   */
+  audioCodec: string;
+
+  /**
+   * The container format as ffprobe reports it ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm").
+   *
+   * @generated from field: string container = 11;
+   */
+  container: string;
 };
 
 /**
@@ -229,7 +280,8 @@ export const VideoSourceSchema: GenMessage<VideoSource> = /*@__PURE__*/
   messageDesc(file_video_v1_video, 1);
 
 /**
- * A still image generated from a video.
+ * A still image of a video: generated from a frame, or uploaded by its owner.
+ * Fields 1-4 describe the largest variant.
  *
  * @generated from message video.v1.Thumbnail
  */
@@ -250,9 +302,52 @@ export type Thumbnail = Message<"video.v1.Thumbnail"> & {
   height: number;
 
   /**
+   * A short-lived signed GET URL (THUMBNAIL_URL_EXPIRY), or one under THUMBNAIL_PUBLIC_BASE_URL.
+   *
    * @generated from field: string url = 4;
    */
   url: string;
+
+  /**
+   * UUIDv7, assigned by the server.
+   *
+   * @generated from field: string id = 5;
+   */
+  id: string;
+
+  /**
+   * @generated from field: video.v1.Thumbnail.Source source = 6;
+   */
+  source: Thumbnail_Source;
+
+  /**
+   * The frame's offset in the video (generated thumbnails).
+   *
+   * @generated from field: google.protobuf.Duration time_offset = 7;
+   */
+  timeOffset?: Duration | undefined;
+
+  /**
+   * @generated from field: video.v1.Thumbnail.State state = 8;
+   */
+  state: Thumbnail_State;
+
+  /**
+   * @generated from field: string failure_reason = 9;
+   */
+  failureReason: string;
+
+  /**
+   * Every stored size and format, largest first.
+   *
+   * @generated from field: repeated video.v1.ThumbnailVariant variants = 10;
+   */
+  variants: ThumbnailVariant[];
+
+  /**
+   * @generated from field: google.protobuf.Timestamp create_time = 11;
+   */
+  createTime?: Timestamp | undefined;
 };
 
 /**
@@ -261,4 +356,106 @@ export type Thumbnail = Message<"video.v1.Thumbnail"> & {
  */
 export const ThumbnailSchema: GenMessage<Thumbnail> = /*@__PURE__*/
   messageDesc(file_video_v1_video, 2);
+
+/**
+ * Where the thumbnail came from.
+ *
+ * @generated from enum video.v1.Thumbnail.Source
+ */
+export enum Thumbnail_Source {
+  /**
+   * @generated from enum value: SOURCE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: SOURCE_GENERATED = 1;
+   */
+  GENERATED = 1,
+
+  /**
+   * @generated from enum value: SOURCE_UPLOADED = 2;
+   */
+  UPLOADED = 2,
+}
+
+/**
+ * Describes the enum video.v1.Thumbnail.Source.
+ */
+export const Thumbnail_SourceSchema: GenEnum<Thumbnail_Source> = /*@__PURE__*/
+  enumDesc(file_video_v1_video, 2, 0);
+
+/**
+ * STATE_PENDING until its variants are stored.
+ *
+ * @generated from enum video.v1.Thumbnail.State
+ */
+export enum Thumbnail_State {
+  /**
+   * @generated from enum value: STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: STATE_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * @generated from enum value: STATE_READY = 2;
+   */
+  READY = 2,
+
+  /**
+   * @generated from enum value: STATE_FAILED = 3;
+   */
+  FAILED = 3,
+}
+
+/**
+ * Describes the enum video.v1.Thumbnail.State.
+ */
+export const Thumbnail_StateSchema: GenEnum<Thumbnail_State> = /*@__PURE__*/
+  enumDesc(file_video_v1_video, 2, 1);
+
+/**
+ * One stored rendition of a thumbnail.
+ *
+ * @generated from message video.v1.ThumbnailVariant
+ */
+export type ThumbnailVariant = Message<"video.v1.ThumbnailVariant"> & {
+  /**
+   * @generated from field: int32 width = 1;
+   */
+  width: number;
+
+  /**
+   * @generated from field: int32 height = 2;
+   */
+  height: number;
+
+  /**
+   * "webp", "jpeg" or "png".
+   *
+   * @generated from field: string format = 3;
+   */
+  format: string;
+
+  /**
+   * @generated from field: int64 size_bytes = 4;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * @generated from field: string url = 5;
+   */
+  url: string;
+};
+
+/**
+ * Describes the message video.v1.ThumbnailVariant.
+ * Use `create(ThumbnailVariantSchema)` to create a new message.
+ */
+export const ThumbnailVariantSchema: GenMessage<ThumbnailVariant> = /*@__PURE__*/
+  messageDesc(file_video_v1_video, 3);
 

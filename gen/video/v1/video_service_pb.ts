@@ -6,9 +6,11 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
 import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
-import type { EmptySchema, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Video, Video_State, Video_Visibility, VideoSchema } from "./video_pb.js";
+import type { HttpBody } from "../../google/api/httpbody_pb.js";
+import { file_google_api_httpbody } from "../../google/api/httpbody_pb.js";
+import type { Duration, EmptySchema, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Thumbnail, ThumbnailSchema, Video, Video_State, Video_Visibility, VideoSchema } from "./video_pb.js";
 import { file_video_v1_video } from "./video_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -16,7 +18,142 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file video/v1/video_service.proto.
  */
 export const file_video_v1_video_service: GenFile = /*@__PURE__*/
-  fileDesc("Chx2aWRlby92MS92aWRlb19zZXJ2aWNlLnByb3RvEgh2aWRlby52MSKHAQoTQ3JlYXRlVXBsb2FkUmVxdWVzdBIPCgJpZBgBIAEoCUID4EECEhkKDGNvbnRlbnRfdHlwZRgCIAEoCUID4EECEhcKCnNpemVfYnl0ZXMYAyABKANCA+BBAhIXCg9jaGVja3N1bV9zaGEyNTYYBCABKAkSEgoKcmVxdWVzdF9pZBgFIAEoCSKKAgoGVXBsb2FkEhEKCXVwbG9hZF9pZBgBIAEoCRIvCgtleHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASCwoDdXJsGAMgASgJEj8KEHJlcXVpcmVkX2hlYWRlcnMYBCADKAsyJS52aWRlby52MS5VcGxvYWQuUmVxdWlyZWRIZWFkZXJzRW50cnkSEQoJcGFydF9zaXplGAUgASgDEiMKBXBhcnRzGAYgAygLMhQudmlkZW8udjEuVXBsb2FkUGFydBo2ChRSZXF1aXJlZEhlYWRlcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIi4KClVwbG9hZFBhcnQSEwoLcGFydF9udW1iZXIYASABKAUSCwoDdXJsGAIgASgJIkAKFUNvbXBsZXRlVXBsb2FkUmVxdWVzdBIPCgJpZBgBIAEoCUID4EECEhYKCXVwbG9hZF9pZBgCIAEoCUID4EECIj0KEkFib3J0VXBsb2FkUmVxdWVzdBIPCgJpZBgBIAEoCUID4EECEhYKCXVwbG9hZF9pZBgCIAEoCUID4EECImIKGVVwbG9hZFZpZGVvQ29udGVudFJlcXVlc3QSLAoIbWV0YWRhdGEYASABKAsyGC52aWRlby52MS5VcGxvYWRNZXRhZGF0YUgAEg8KBWNodW5rGAIgASgMSABCBgoEZGF0YSJVCg5VcGxvYWRNZXRhZGF0YRIPCgJpZBgBIAEoCUID4EECEhkKDGNvbnRlbnRfdHlwZRgCIAEoCUID4EECEhcKD2NoZWNrc3VtX3NoYTI1NhgDIAEoCSIiCg9HZXRWaWRlb1JlcXVlc3QSDwoCaWQYASABKAlCA+BBAiJNChJDcmVhdGVWaWRlb1JlcXVlc3QSIwoFdmlkZW8YASABKAsyDy52aWRlby52MS5WaWRlb0ID4EECEhIKCnJlcXVlc3RfaWQYAiABKAkiagoSVXBkYXRlVmlkZW9SZXF1ZXN0EiMKBXZpZGVvGAEgASgLMg8udmlkZW8udjEuVmlkZW9CA+BBAhIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siMwoSRGVsZXRlVmlkZW9SZXF1ZXN0Eg8KAmlkGAEgASgJQgPgQQISDAoEZXRhZxgCIAEoCSLMAgoRTGlzdFZpZGVvc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEAoIb3JkZXJfYnkYAyABKAkSJAoFc3RhdGUYBCABKA4yFS52aWRlby52MS5WaWRlby5TdGF0ZRIuCgp2aXNpYmlsaXR5GAUgASgOMhoudmlkZW8udjEuVmlkZW8uVmlzaWJpbGl0eRIQCghvd25lcl9pZBgGIAEoCRIMCgR0YWdzGAcgAygJEg4KBmxhYmVscxgIIAMoCRI1ChFjcmVhdGVfdGltZV9hZnRlchgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNgoSY3JlYXRlX3RpbWVfYmVmb3JlGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIJCgFxGAsgASgJIk4KEkxpc3RWaWRlb3NSZXNwb25zZRIfCgZ2aWRlb3MYASADKAsyDy52aWRlby52MS5WaWRlbxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkyhAcKDFZpZGVvU2VydmljZRJUCgtDcmVhdGVWaWRlbxIcLnZpZGVvLnYxLkNyZWF0ZVZpZGVvUmVxdWVzdBoPLnZpZGVvLnYxLlZpZGVvIhaC0+STAhA6BXZpZGVvIgcvdmlkZW9zEk8KCEdldFZpZGVvEhkudmlkZW8udjEuR2V0VmlkZW9SZXF1ZXN0Gg8udmlkZW8udjEuVmlkZW8iF5ACAYLT5JMCDhIML3ZpZGVvcy97aWR9ElsKCkxpc3RWaWRlb3MSGy52aWRlby52MS5MaXN0VmlkZW9zUmVxdWVzdBocLnZpZGVvLnYxLkxpc3RWaWRlb3NSZXNwb25zZSISkAIBgtPkkwIJEgcvdmlkZW9zEnwKC1VwZGF0ZVZpZGVvEhwudmlkZW8udjEuVXBkYXRlVmlkZW9SZXF1ZXN0Gg8udmlkZW8udjEuVmlkZW8iPoLT5JMCODoFdmlkZW9aGzoFdmlkZW8yEi92aWRlb3Mve3ZpZGVvLmlkfRoSL3ZpZGVvcy97dmlkZW8uaWR9ElkKC0RlbGV0ZVZpZGVvEhwudmlkZW8udjEuRGVsZXRlVmlkZW9SZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5IhSC0+STAg4qDC92aWRlb3Mve2lkfRJgCgxDcmVhdGVVcGxvYWQSHS52aWRlby52MS5DcmVhdGVVcGxvYWRSZXF1ZXN0GhAudmlkZW8udjEuVXBsb2FkIh+C0+STAhk6ASoiFC92aWRlb3Mve2lkfS91cGxvYWRzEngKDkNvbXBsZXRlVXBsb2FkEh8udmlkZW8udjEuQ29tcGxldGVVcGxvYWRSZXF1ZXN0Gg8udmlkZW8udjEuVmlkZW8iNILT5JMCLjoBKiIpL3ZpZGVvcy97aWR9L3VwbG9hZHMve3VwbG9hZF9pZH06Y29tcGxldGUSbQoLQWJvcnRVcGxvYWQSHC52aWRlby52MS5BYm9ydFVwbG9hZFJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkiKILT5JMCIiogL3ZpZGVvcy97aWR9L3VwbG9hZHMve3VwbG9hZF9pZH0STAoSVXBsb2FkVmlkZW9Db250ZW50EiMudmlkZW8udjEuVXBsb2FkVmlkZW9Db250ZW50UmVxdWVzdBoPLnZpZGVvLnYxLlZpZGVvKAFiBnByb3RvMw", [file_google_api_annotations, file_google_api_field_behavior, file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_video_v1_video]);
+  fileDesc("Chx2aWRlby92MS92aWRlb19zZXJ2aWNlLnByb3RvEgh2aWRlby52MSJjChlHZW5lcmF0ZVRodW1ibmFpbHNSZXF1ZXN0EhUKCHZpZGVvX2lkGAEgASgJQgPgQQISLwoMdGltZV9vZmZzZXRzGAIgAygLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkUKGkdlbmVyYXRlVGh1bWJuYWlsc1Jlc3BvbnNlEicKCnRodW1ibmFpbHMYASADKAsyEy52aWRlby52MS5UaHVtYm5haWwiWQoWQ3JlYXRlVGh1bWJuYWlsUmVxdWVzdBIVCgh2aWRlb19pZBgBIAEoCUID4EECEigKBWltYWdlGAIgASgLMhQuZ29vZ2xlLmFwaS5IdHRwQm9keUID4EECIkoKFkRlbGV0ZVRodW1ibmFpbFJlcXVlc3QSFQoIdmlkZW9faWQYASABKAlCA+BBAhIZCgx0aHVtYm5haWxfaWQYAiABKAlCA+BBAiIpChZTdGFydFByb2Nlc3NpbmdSZXF1ZXN0Eg8KAmlkGAEgASgJQgPgQQIibgoXRmluaXNoUHJvY2Vzc2luZ1JlcXVlc3QSDwoCaWQYASABKAlCA+BBAhIqCgZyZXN1bHQYAiABKA4yFS52aWRlby52MS5WaWRlby5TdGF0ZUID4EECEhYKDmZhaWx1cmVfcmVhc29uGAMgASgJIocBChNDcmVhdGVVcGxvYWRSZXF1ZXN0Eg8KAmlkGAEgASgJQgPgQQISGQoMY29udGVudF90eXBlGAIgASgJQgPgQQISFwoKc2l6ZV9ieXRlcxgDIAEoA0ID4EECEhcKD2NoZWNrc3VtX3NoYTI1NhgEIAEoCRISCgpyZXF1ZXN0X2lkGAUgASgJIooCCgZVcGxvYWQSEQoJdXBsb2FkX2lkGAEgASgJEi8KC2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgN1cmwYAyABKAkSPwoQcmVxdWlyZWRfaGVhZGVycxgEIAMoCzIlLnZpZGVvLnYxLlVwbG9hZC5SZXF1aXJlZEhlYWRlcnNFbnRyeRIRCglwYXJ0X3NpemUYBSABKAMSIwoFcGFydHMYBiADKAsyFC52aWRlby52MS5VcGxvYWRQYXJ0GjYKFFJlcXVpcmVkSGVhZGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLgoKVXBsb2FkUGFydBITCgtwYXJ0X251bWJlchgBIAEoBRILCgN1cmwYAiABKAkiQAoVQ29tcGxldGVVcGxvYWRSZXF1ZXN0Eg8KAmlkGAEgASgJQgPgQQISFgoJdXBsb2FkX2lkGAIgASgJQgPgQQIiPQoSQWJvcnRVcGxvYWRSZXF1ZXN0Eg8KAmlkGAEgASgJQgPgQQISFgoJdXBsb2FkX2lkGAIgASgJQgPgQQIiYgoZVXBsb2FkVmlkZW9Db250ZW50UmVxdWVzdBIsCghtZXRhZGF0YRgBIAEoCzIYLnZpZGVvLnYxLlVwbG9hZE1ldGFkYXRhSAASDwoFY2h1bmsYAiABKAxIAEIGCgRkYXRhIlUKDlVwbG9hZE1ldGFkYXRhEg8KAmlkGAEgASgJQgPgQQISGQoMY29udGVudF90eXBlGAIgASgJQgPgQQISFwoPY2hlY2tzdW1fc2hhMjU2GAMgASgJIiIKD0dldFZpZGVvUmVxdWVzdBIPCgJpZBgBIAEoCUID4EECIk0KEkNyZWF0ZVZpZGVvUmVxdWVzdBIjCgV2aWRlbxgBIAEoCzIPLnZpZGVvLnYxLlZpZGVvQgPgQQISEgoKcmVxdWVzdF9pZBgCIAEoCSJqChJVcGRhdGVWaWRlb1JlcXVlc3QSIwoFdmlkZW8YASABKAsyDy52aWRlby52MS5WaWRlb0ID4EECEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayIzChJEZWxldGVWaWRlb1JlcXVlc3QSDwoCaWQYASABKAlCA+BBAhIMCgRldGFnGAIgASgJIswCChFMaXN0VmlkZW9zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIQCghvcmRlcl9ieRgDIAEoCRIkCgVzdGF0ZRgEIAEoDjIVLnZpZGVvLnYxLlZpZGVvLlN0YXRlEi4KCnZpc2liaWxpdHkYBSABKA4yGi52aWRlby52MS5WaWRlby5WaXNpYmlsaXR5EhAKCG93bmVyX2lkGAYgASgJEgwKBHRhZ3MYByADKAkSDgoGbGFiZWxzGAggAygJEjUKEWNyZWF0ZV90aW1lX2FmdGVyGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI2ChJjcmVhdGVfdGltZV9iZWZvcmUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgkKAXEYCyABKAkiTgoSTGlzdFZpZGVvc1Jlc3BvbnNlEh8KBnZpZGVvcxgBIAMoCzIPLnZpZGVvLnYxLlZpZGVvEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCTL2CwoMVmlkZW9TZXJ2aWNlElQKC0NyZWF0ZVZpZGVvEhwudmlkZW8udjEuQ3JlYXRlVmlkZW9SZXF1ZXN0Gg8udmlkZW8udjEuVmlkZW8iFoLT5JMCEDoFdmlkZW8iBy92aWRlb3MSTwoIR2V0VmlkZW8SGS52aWRlby52MS5HZXRWaWRlb1JlcXVlc3QaDy52aWRlby52MS5WaWRlbyIXkAIBgtPkkwIOEgwvdmlkZW9zL3tpZH0SWwoKTGlzdFZpZGVvcxIbLnZpZGVvLnYxLkxpc3RWaWRlb3NSZXF1ZXN0GhwudmlkZW8udjEuTGlzdFZpZGVvc1Jlc3BvbnNlIhKQAgGC0+STAgkSBy92aWRlb3MSfAoLVXBkYXRlVmlkZW8SHC52aWRlby52MS5VcGRhdGVWaWRlb1JlcXVlc3QaDy52aWRlby52MS5WaWRlbyI+gtPkkwI4OgV2aWRlb1obOgV2aWRlbzISL3ZpZGVvcy97dmlkZW8uaWR9GhIvdmlkZW9zL3t2aWRlby5pZH0SWQoLRGVsZXRlVmlkZW8SHC52aWRlby52MS5EZWxldGVWaWRlb1JlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkiFILT5JMCDioML3ZpZGVvcy97aWR9EmAKDENyZWF0ZVVwbG9hZBIdLnZpZGVvLnYxLkNyZWF0ZVVwbG9hZFJlcXVlc3QaEC52aWRlby52MS5VcGxvYWQiH4LT5JMCGToBKiIUL3ZpZGVvcy97aWR9L3VwbG9hZHMSeAoOQ29tcGxldGVVcGxvYWQSHy52aWRlby52MS5Db21wbGV0ZVVwbG9hZFJlcXVlc3QaDy52aWRlby52MS5WaWRlbyI0gtPkkwIuOgEqIikvdmlkZW9zL3tpZH0vdXBsb2Fkcy97dXBsb2FkX2lkfTpjb21wbGV0ZRJtCgtBYm9ydFVwbG9hZBIcLnZpZGVvLnYxLkFib3J0VXBsb2FkUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eSIogtPkkwIiKiAvdmlkZW9zL3tpZH0vdXBsb2Fkcy97dXBsb2FkX2lkfRJMChJVcGxvYWRWaWRlb0NvbnRlbnQSIy52aWRlby52MS5VcGxvYWRWaWRlb0NvbnRlbnRSZXF1ZXN0Gg8udmlkZW8udjEuVmlkZW8oARKSAQoSR2VuZXJhdGVUaHVtYm5haWxzEiMudmlkZW8udjEuR2VuZXJhdGVUaHVtYm5haWxzUmVxdWVzdBokLnZpZGVvLnYxLkdlbmVyYXRlVGh1bWJuYWlsc1Jlc3BvbnNlIjGC0+STAis6ASoiJi92aWRlb3Mve3ZpZGVvX2lkfS90aHVtYm5haWxzOmdlbmVyYXRlEnYKD0NyZWF0ZVRodW1ibmFpbBIgLnZpZGVvLnYxLkNyZWF0ZVRodW1ibmFpbFJlcXVlc3QaEy52aWRlby52MS5UaHVtYm5haWwiLILT5JMCJjoFaW1hZ2UiHS92aWRlb3Mve3ZpZGVvX2lkfS90aHVtYm5haWxzEoEBCg9EZWxldGVUaHVtYm5haWwSIC52aWRlby52MS5EZWxldGVUaHVtYm5haWxSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5IjSC0+STAi4qLC92aWRlb3Mve3ZpZGVvX2lkfS90aHVtYm5haWxzL3t0aHVtYm5haWxfaWR9Em0KD1N0YXJ0UHJvY2Vzc2luZxIgLnZpZGVvLnYxLlN0YXJ0UHJvY2Vzc2luZ1JlcXVlc3QaDy52aWRlby52MS5WaWRlbyIngtPkkwIhOgEqIhwvdmlkZW9zL3tpZH06c3RhcnRQcm9jZXNzaW5nEnAKEEZpbmlzaFByb2Nlc3NpbmcSIS52aWRlby52MS5GaW5pc2hQcm9jZXNzaW5nUmVxdWVzdBoPLnZpZGVvLnYxLlZpZGVvIiiC0+STAiI6ASoiHS92aWRlb3Mve2lkfTpmaW5pc2hQcm9jZXNzaW5nYgZwcm90bzM", [file_google_api_annotations, file_google_api_field_behavior, file_google_api_httpbody, file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_video_v1_video]);
+
+/**
+ * @generated from message video.v1.GenerateThumbnailsRequest
+ */
+export type GenerateThumbnailsRequest = Message<"video.v1.GenerateThumbnailsRequest"> & {
+  /**
+   * @generated from field: string video_id = 1;
+   */
+  videoId: string;
+
+  /**
+   * Offsets into the video; empty means THUMBNAIL_OFFSETS.
+   *
+   * @generated from field: repeated google.protobuf.Duration time_offsets = 2;
+   */
+  timeOffsets: Duration[];
+};
+
+/**
+ * Describes the message video.v1.GenerateThumbnailsRequest.
+ * Use `create(GenerateThumbnailsRequestSchema)` to create a new message.
+ */
+export const GenerateThumbnailsRequestSchema: GenMessage<GenerateThumbnailsRequest> = /*@__PURE__*/
+  messageDesc(file_video_v1_video_service, 0);
+
+/**
+ * @generated from message video.v1.GenerateThumbnailsResponse
+ */
+export type GenerateThumbnailsResponse = Message<"video.v1.GenerateThumbnailsResponse"> & {
+  /**
+   * @generated from field: repeated video.v1.Thumbnail thumbnails = 1;
+   */
+  thumbnails: Thumbnail[];
+};
+
+/**
+ * Describes the message video.v1.GenerateThumbnailsResponse.
+ * Use `create(GenerateThumbnailsResponseSchema)` to create a new message.
+ */
+export const GenerateThumbnailsResponseSchema: GenMessage<GenerateThumbnailsResponse> = /*@__PURE__*/
+  messageDesc(file_video_v1_video_service, 1);
+
+/**
+ * @generated from message video.v1.CreateThumbnailRequest
+ */
+export type CreateThumbnailRequest = Message<"video.v1.CreateThumbnailRequest"> & {
+  /**
+   * @generated from field: string video_id = 1;
+   */
+  videoId: string;
+
+  /**
+   * content_type image/jpeg, image/png or image/webp; data the image.
+   *
+   * @generated from field: google.api.HttpBody image = 2;
+   */
+  image?: HttpBody | undefined;
+};
+
+/**
+ * Describes the message video.v1.CreateThumbnailRequest.
+ * Use `create(CreateThumbnailRequestSchema)` to create a new message.
+ */
+export const CreateThumbnailRequestSchema: GenMessage<CreateThumbnailRequest> = /*@__PURE__*/
+  messageDesc(file_video_v1_video_service, 2);
+
+/**
+ * @generated from message video.v1.DeleteThumbnailRequest
+ */
+export type DeleteThumbnailRequest = Message<"video.v1.DeleteThumbnailRequest"> & {
+  /**
+   * @generated from field: string video_id = 1;
+   */
+  videoId: string;
+
+  /**
+   * @generated from field: string thumbnail_id = 2;
+   */
+  thumbnailId: string;
+};
+
+/**
+ * Describes the message video.v1.DeleteThumbnailRequest.
+ * Use `create(DeleteThumbnailRequestSchema)` to create a new message.
+ */
+export const DeleteThumbnailRequestSchema: GenMessage<DeleteThumbnailRequest> = /*@__PURE__*/
+  messageDesc(file_video_v1_video_service, 3);
+
+/**
+ * @generated from message video.v1.StartProcessingRequest
+ */
+export type StartProcessingRequest = Message<"video.v1.StartProcessingRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message video.v1.StartProcessingRequest.
+ * Use `create(StartProcessingRequestSchema)` to create a new message.
+ */
+export const StartProcessingRequestSchema: GenMessage<StartProcessingRequest> = /*@__PURE__*/
+  messageDesc(file_video_v1_video_service, 4);
+
+/**
+ * @generated from message video.v1.FinishProcessingRequest
+ */
+export type FinishProcessingRequest = Message<"video.v1.FinishProcessingRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * STATE_READY or STATE_FAILED.
+   *
+   * @generated from field: video.v1.Video.State result = 2;
+   */
+  result: Video_State;
+
+  /**
+   * Required with STATE_FAILED: why, in words a person can act on.
+   *
+   * @generated from field: string failure_reason = 3;
+   */
+  failureReason: string;
+};
+
+/**
+ * Describes the message video.v1.FinishProcessingRequest.
+ * Use `create(FinishProcessingRequestSchema)` to create a new message.
+ */
+export const FinishProcessingRequestSchema: GenMessage<FinishProcessingRequest> = /*@__PURE__*/
+  messageDesc(file_video_v1_video_service, 5);
 
 /**
  * @generated from message video.v1.CreateUploadRequest
@@ -61,7 +198,7 @@ export type CreateUploadRequest = Message<"video.v1.CreateUploadRequest"> & {
  * Use `create(CreateUploadRequestSchema)` to create a new message.
  */
 export const CreateUploadRequestSchema: GenMessage<CreateUploadRequest> = /*@__PURE__*/
-  messageDesc(file_video_v1_video_service, 0);
+  messageDesc(file_video_v1_video_service, 6);
 
 /**
  * An upload session (returned by CreateUpload).
@@ -109,7 +246,7 @@ export type Upload = Message<"video.v1.Upload"> & {
  * Use `create(UploadSchema)` to create a new message.
  */
 export const UploadSchema: GenMessage<Upload> = /*@__PURE__*/
-  messageDesc(file_video_v1_video_service, 1);
+  messageDesc(file_video_v1_video_service, 7);
 
 /**
  * @generated from message video.v1.UploadPart
@@ -131,7 +268,7 @@ export type UploadPart = Message<"video.v1.UploadPart"> & {
  * Use `create(UploadPartSchema)` to create a new message.
  */
 export const UploadPartSchema: GenMessage<UploadPart> = /*@__PURE__*/
-  messageDesc(file_video_v1_video_service, 2);
+  messageDesc(file_video_v1_video_service, 8);
 
 /**
  * @generated from message video.v1.CompleteUploadRequest
@@ -153,7 +290,7 @@ export type CompleteUploadRequest = Message<"video.v1.CompleteUploadRequest"> & 
  * Use `create(CompleteUploadRequestSchema)` to create a new message.
  */
 export const CompleteUploadRequestSchema: GenMessage<CompleteUploadRequest> = /*@__PURE__*/
-  messageDesc(file_video_v1_video_service, 3);
+  messageDesc(file_video_v1_video_service, 9);
 
 /**
  * @generated from message video.v1.AbortUploadRequest
@@ -175,7 +312,7 @@ export type AbortUploadRequest = Message<"video.v1.AbortUploadRequest"> & {
  * Use `create(AbortUploadRequestSchema)` to create a new message.
  */
 export const AbortUploadRequestSchema: GenMessage<AbortUploadRequest> = /*@__PURE__*/
-  messageDesc(file_video_v1_video_service, 4);
+  messageDesc(file_video_v1_video_service, 10);
 
 /**
  * @generated from message video.v1.UploadVideoContentRequest
@@ -206,7 +343,7 @@ export type UploadVideoContentRequest = Message<"video.v1.UploadVideoContentRequ
  * Use `create(UploadVideoContentRequestSchema)` to create a new message.
  */
 export const UploadVideoContentRequestSchema: GenMessage<UploadVideoContentRequest> = /*@__PURE__*/
-  messageDesc(file_video_v1_video_service, 5);
+  messageDesc(file_video_v1_video_service, 11);
 
 /**
  * @generated from message video.v1.UploadMetadata
@@ -235,7 +372,7 @@ export type UploadMetadata = Message<"video.v1.UploadMetadata"> & {
  * Use `create(UploadMetadataSchema)` to create a new message.
  */
 export const UploadMetadataSchema: GenMessage<UploadMetadata> = /*@__PURE__*/
-  messageDesc(file_video_v1_video_service, 6);
+  messageDesc(file_video_v1_video_service, 12);
 
 /**
  * @generated from message video.v1.GetVideoRequest
@@ -252,7 +389,7 @@ export type GetVideoRequest = Message<"video.v1.GetVideoRequest"> & {
  * Use `create(GetVideoRequestSchema)` to create a new message.
  */
 export const GetVideoRequestSchema: GenMessage<GetVideoRequest> = /*@__PURE__*/
-  messageDesc(file_video_v1_video_service, 7);
+  messageDesc(file_video_v1_video_service, 13);
 
 /**
  * @generated from message video.v1.CreateVideoRequest
@@ -276,7 +413,7 @@ export type CreateVideoRequest = Message<"video.v1.CreateVideoRequest"> & {
  * Use `create(CreateVideoRequestSchema)` to create a new message.
  */
 export const CreateVideoRequestSchema: GenMessage<CreateVideoRequest> = /*@__PURE__*/
-  messageDesc(file_video_v1_video_service, 8);
+  messageDesc(file_video_v1_video_service, 14);
 
 /**
  * @generated from message video.v1.UpdateVideoRequest
@@ -302,7 +439,7 @@ export type UpdateVideoRequest = Message<"video.v1.UpdateVideoRequest"> & {
  * Use `create(UpdateVideoRequestSchema)` to create a new message.
  */
 export const UpdateVideoRequestSchema: GenMessage<UpdateVideoRequest> = /*@__PURE__*/
-  messageDesc(file_video_v1_video_service, 9);
+  messageDesc(file_video_v1_video_service, 15);
 
 /**
  * @generated from message video.v1.DeleteVideoRequest
@@ -324,7 +461,7 @@ export type DeleteVideoRequest = Message<"video.v1.DeleteVideoRequest"> & {
  * Use `create(DeleteVideoRequestSchema)` to create a new message.
  */
 export const DeleteVideoRequestSchema: GenMessage<DeleteVideoRequest> = /*@__PURE__*/
-  messageDesc(file_video_v1_video_service, 10);
+  messageDesc(file_video_v1_video_service, 16);
 
 /**
  * @generated from message video.v1.ListVideosRequest
@@ -404,7 +541,7 @@ export type ListVideosRequest = Message<"video.v1.ListVideosRequest"> & {
  * Use `create(ListVideosRequestSchema)` to create a new message.
  */
 export const ListVideosRequestSchema: GenMessage<ListVideosRequest> = /*@__PURE__*/
-  messageDesc(file_video_v1_video_service, 11);
+  messageDesc(file_video_v1_video_service, 17);
 
 /**
  * @generated from message video.v1.ListVideosResponse
@@ -428,7 +565,7 @@ export type ListVideosResponse = Message<"video.v1.ListVideosResponse"> & {
  * Use `create(ListVideosResponseSchema)` to create a new message.
  */
 export const ListVideosResponseSchema: GenMessage<ListVideosResponse> = /*@__PURE__*/
-  messageDesc(file_video_v1_video_service, 12);
+  messageDesc(file_video_v1_video_service, 18);
 
 /**
  * Owns the lifecycle of videos: metadata, uploads and domain events.
@@ -536,6 +673,61 @@ export const VideoService: GenService<{
   uploadVideoContent: {
     methodKind: "client_streaming";
     input: typeof UploadVideoContentRequestSchema;
+    output: typeof VideoSchema;
+  },
+  /**
+   * Queues thumbnails of the video at the given offsets (THUMBNAIL_OFFSETS
+   * when none are given) and returns them in STATE_PENDING; a media job
+   * stores them. The video must hold a verified upload.
+   *
+   * @generated from rpc video.v1.VideoService.GenerateThumbnails
+   */
+  generateThumbnails: {
+    methodKind: "unary";
+    input: typeof GenerateThumbnailsRequestSchema;
+    output: typeof GenerateThumbnailsResponseSchema;
+  },
+  /**
+   * Adds a custom thumbnail: a JPEG, PNG or WebP of at most
+   * THUMBNAIL_MAX_BYTES. Over REST the body is the raw image with its
+   * Content-Type.
+   *
+   * @generated from rpc video.v1.VideoService.CreateThumbnail
+   */
+  createThumbnail: {
+    methodKind: "unary";
+    input: typeof CreateThumbnailRequestSchema;
+    output: typeof ThumbnailSchema;
+  },
+  /**
+   * Removes a thumbnail and its stored objects.
+   *
+   * @generated from rpc video.v1.VideoService.DeleteThumbnail
+   */
+  deleteThumbnail: {
+    methodKind: "unary";
+    input: typeof DeleteThumbnailRequestSchema;
+    output: typeof EmptySchema;
+  },
+  /**
+   * For the transcoding service (role service): STATE_UPLOADED → STATE_PROCESSING.
+   *
+   * @generated from rpc video.v1.VideoService.StartProcessing
+   */
+  startProcessing: {
+    methodKind: "unary";
+    input: typeof StartProcessingRequestSchema;
+    output: typeof VideoSchema;
+  },
+  /**
+   * For the transcoding service (role service): STATE_PROCESSING →
+   * STATE_READY, or STATE_FAILED with a failure_reason.
+   *
+   * @generated from rpc video.v1.VideoService.FinishProcessing
+   */
+  finishProcessing: {
+    methodKind: "unary";
+    input: typeof FinishProcessingRequestSchema;
     output: typeof VideoSchema;
   },
 }> = /*@__PURE__*/
