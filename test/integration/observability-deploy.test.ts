@@ -17,16 +17,6 @@ const root = path.resolve(import.meta.dirname, "../..");
 
 // Added by Prometheus to every scraped series, not by the service.
 const TARGET_LABELS = ["job", "instance"];
-// The media-job metrics come from the media worker, built in parallel to this
-// dashboard: allowed with these labels while the service does not export
-// them. Once it does, the scrape's own names and labels are checked instead.
-const NOT_YET_EXPORTED: Record<string, string[]> = {
-  media_jobs_total: ["kind", "outcome"],
-  media_job_duration_seconds: [],
-  media_jobs_queued: [],
-  media_job_oldest_pending_seconds: [],
-};
-
 /** Every exported family with its label names, from a scrape (histograms as <name>, with `le` on _bucket). */
 function exported(text: string, declared: (name: string) => string[]): Map<string, Set<string>> {
   const families = new Map<string, { type: string; labels: Set<string> }>();
@@ -47,14 +37,6 @@ function exported(text: string, declared: (name: string) => string[]): Map<strin
       out.set(`${name}_sum`, labels);
       out.set(`${name}_count`, labels);
     } else out.set(name, labels);
-  }
-  return out;
-}
-
-function allowed(): Map<string, Set<string>> {
-  const out = new Map<string, Set<string>>();
-  for (const [name, labels] of Object.entries(NOT_YET_EXPORTED)) {
-    for (const suffix of ["", "_bucket", "_sum", "_count"]) out.set(name + suffix, new Set([...labels, ...(suffix === "_bucket" ? ["le"] : [])]));
   }
   return out;
 }
@@ -111,7 +93,6 @@ t.test("the dashboard and the alert rules use only metrics and labels the servic
   const scrape = await (await fetch(`${s.baseUrl}/metrics`)).text();
   const declared = (name: string) => [...((s.ctx.metrics.registry.getSingleMetric(name) as { labelNames?: string[] } | undefined)?.labelNames ?? [])];
   const known = exported(scrape, declared);
-  for (const [name, labels] of allowed()) if (!known.has(name)) known.set(name, labels);
 
   const dashboard = dashboardQueries();
   const alerts = alertQueries();
@@ -121,7 +102,7 @@ t.test("the dashboard and the alert rules use only metrics and labels the servic
   t.same(found, [], "every metric and label is exported");
 
   const used = new Set([...dashboard, ...alerts].flatMap(([, sel]) => sel.metrics));
-  for (const family of ["rpc_server_requests_total", "rpc_server_duration_seconds_bucket", "db_query_duration_seconds_bucket", "db_pool_connections", "db_pool_waiting_clients", "db_pool_acquire_waits_total", "storage_requests_total", "storage_retries_total", "events_outbox_backlog", "events_commit_to_publish_seconds_bucket", "media_jobs_total", "media_jobs_queued"]) {
+  for (const family of ["rpc_server_requests_total", "rpc_server_duration_seconds_bucket", "db_query_duration_seconds_bucket", "db_pool_connections", "db_pool_waiting_clients", "db_pool_acquire_waits_total", "storage_requests_total", "storage_retries_total", "events_outbox_backlog", "events_commit_to_publish_seconds_bucket", "media_jobs_total", "media_jobs_queue_depth", "media_jobs_oldest_pending_age_seconds"]) {
     t.ok(used.has(family), `${family} is on the dashboard or in an alert`);
   }
   const names = alertQueries().map(([where]) => where);
