@@ -1,8 +1,8 @@
 import { once } from "node:events";
-import { readFileSync } from "node:fs";
 import { ConfigError, loadConfig, type Config } from "./config.js";
 import { AppContext } from "./context.js";
 import { migrate } from "./db/migrate.js";
+import { packageVersion as version } from "./package-files.js";
 import { startTracing } from "./telemetry/tracing.js";
 import { createServer } from "./transport/server.js";
 
@@ -24,7 +24,6 @@ function configOrExit(): Config {
 const cfg = configOrExit();
 const ctx = await AppContext.fromConfig(cfg);
 const log = ctx.logger;
-const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
 const tracing = startTracing(cfg.tracing, log, version);
 
 try {

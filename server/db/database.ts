@@ -5,6 +5,7 @@ import { Kysely, PostgresDialect, type LogConfig } from "kysely";
 import pg from "pg";
 import { NamedStatementClient } from "./pg-named-client.js";
 import { PGliteDialect } from "./pglite-dialect.js";
+import { pgliteTemplateFor } from "./pglite-template.js";
 import type { Database } from "./schema.js";
 
 // A session that can run multi-statement SQL scripts and hold session state
@@ -102,7 +103,7 @@ export function openPostgres(options: PostgresOptions): DatabaseHandle {
 
 export async function openPGlite(dataDir: string | undefined, log?: LogConfig): Promise<DatabaseHandle> {
   if (dataDir) mkdirSync(dataDir, { recursive: true });
-  const pglite = await PGlite.create({ dataDir, extensions: { pg_trgm } });
+  const pglite = await PGlite.create({ dataDir, extensions: { pg_trgm }, loadDataDir: pgliteTemplateFor(dataDir) });
   const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite), log });
   return {
     kind: "pglite",
