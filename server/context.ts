@@ -7,7 +7,6 @@ import { createLogger } from "./logger.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { FsStore } from "./storage/fs-store.js";
 import type { ObjectStore } from "./storage/object-store.js";
-import { S3Store, createS3Client } from "./storage/s3-store.js";
 import { querySpans } from "./telemetry/query-spans.js";
 import { SERVICE_NAME } from "./telemetry/tracing.js";
 
@@ -40,12 +39,18 @@ export class AppContext {
       : await openPGlite(`${cfg.dataDir}/pglite`, log);
     const logger = overrides.logger ?? createLogger(cfg.logLevel);
     const pubsub = cfg.events.pubsub;
-    const publisher = pubsub ? new PubSubPublisher({ projectId: pubsub.projectId, topic: pubsub.topic }) : new LogPublisher(logger);
+    // The Pub/Sub and S3 clients load only when configured: together they are
+    // most of a start-up's module loading, which the embedded defaults skip.
+    const publisher = pubsub ? await PubSubPublisher.create({ projectId: pubsub.projectId, topic: pubsub.topic }) : new LogPublisher(logger);
     const metrics = createMetrics();
     const s3 = cfg.storage.s3;
-    const store = s3
-      ? new S3Store(createS3Client({ ...s3, maxSockets: cfg.database.poolMax * 2 + 16 }, metrics, logger), s3.bucket, s3.stream)
-      : await FsStore.open(cfg.dataDir, cfg.storage.publicBaseUrl);
+    let store: ObjectStore;
+    if (s3) {
+      const { S3Store, createS3Client } = await import("./storage/s3-store.js");
+      store = new S3Store(createS3Client({ ...s3, maxSockets: cfg.database.poolMax * 2 + 16 }, metrics, logger), s3.bucket, s3.stream);
+    } else {
+      store = await FsStore.open(cfg.dataDir, cfg.storage.publicBaseUrl);
+    }
     return new AppContext(cfg, database, logger, metrics, overrides.clock ?? (() => new Date()), publisher, store);
   }
 

@@ -24,7 +24,7 @@ function configOrExit(): Config {
 const cfg = configOrExit();
 const ctx = await AppContext.fromConfig(cfg);
 const log = ctx.logger;
-const tracing = startTracing(cfg.tracing, log, version);
+const tracing = await startTracing(cfg.tracing, log, version);
 
 try {
   if (cfg.database.migrateOnStart) {
