@@ -102,7 +102,7 @@ export function summary(r: StartupBenchResult): string {
   return [
     `Start-up benchmark: spawn → first 200, ${r.bareMs.length} rounds (bare, first, again), node ${r.node}, load ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}`,
     row("bare node:http (npm exec -- node -e)", r.bareMs),
-    row("npm start, new DATA_DIR (PGlite initdb)", r.firstMs, [TARGET_FIRST_MS, r.pass.first]),
+    row("npm start, new DATA_DIR (PGlite creates it)", r.firstMs, [TARGET_FIRST_MS, r.pass.first]),
     row("npm start again, same DATA_DIR", r.againMs, [TARGET_AGAIN_MS, r.pass.again]),
   ].join("\n");
 }
