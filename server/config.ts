@@ -2,6 +2,7 @@ import { isIP } from "node:net";
 import path from "node:path";
 import { keyFromFile } from "./auth/jwt.js";
 import { list, parseFormat, parseOffset, parseSize, type MediaConfig } from "./media/settings.js";
+import { packageRoot } from "./package-files.js";
 
 // Every environment variable the service reads, parsed and validated in one
 // place. A bad value fails start-up with one line naming the variable.
@@ -284,6 +285,6 @@ export function loadConfig(env: Env = process.env): Config {
     tracing: tracing(env),
     media: media(env),
     storage: storage(env, host, port, Boolean(certFile && keyFile)),
-    migrationsDir: path.resolve(env.MIGRATIONS_DIR?.trim() || new URL("../migrations", import.meta.url).pathname),
+    migrationsDir: path.resolve(env.MIGRATIONS_DIR?.trim() || path.join(packageRoot, "migrations")),
   };
 }

@@ -8,7 +8,6 @@ import { createLogger } from "./logger.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { FsStore } from "./storage/fs-store.js";
 import type { ObjectStore } from "./storage/object-store.js";
-import { S3Store, createS3Client } from "./storage/s3-store.js";
 import { registerPoolGauges } from "./db/pool-metrics.js";
 import { queryMetrics } from "./telemetry/query-metrics.js";
 import { querySpans } from "./telemetry/query-spans.js";
@@ -48,12 +47,20 @@ export class AppContext {
     registerPoolGauges(() => database.poolStats(), metrics);
     const logger = overrides.logger ?? createLogger(cfg.logLevel);
     const pubsub = cfg.events.pubsub;
-    const publisher = pubsub ? new PubSubPublisher({ projectId: pubsub.projectId, topic: pubsub.topic }) : new LogPublisher(logger);
+    // The Pub/Sub and S3 clients load only when configured: together they are
+    // most of a start-up's module loading, which the embedded defaults skip.
+    const publisher = pubsub ? await PubSubPublisher.create({ projectId: pubsub.projectId, topic: pubsub.topic }) : new LogPublisher(logger);
     const s3 = cfg.storage.s3;
-    const store = s3
-      ? new S3Store(createS3Client({ ...s3, maxSockets: cfg.database.poolMax * 2 + 16 }, metrics, logger), s3.bucket, s3.stream)
-      : await FsStore.open(cfg.dataDir, cfg.storage.publicBaseUrl);
-    const thumbnailStore = s3 && store instanceof S3Store ? store.withBucket(s3.thumbnailBucket) : store;
+    let store: ObjectStore;
+    let thumbnailStore: ObjectStore;
+    if (s3) {
+      const { S3Store, createS3Client } = await import("./storage/s3-store.js");
+      const raw = new S3Store(createS3Client({ ...s3, maxSockets: cfg.database.poolMax * 2 + 16 }, metrics, logger), s3.bucket, s3.stream);
+      store = raw;
+      thumbnailStore = raw.withBucket(s3.thumbnailBucket);
+    } else {
+      store = thumbnailStore = await FsStore.open(cfg.dataDir, cfg.storage.publicBaseUrl);
+    }
     return new AppContext(cfg, database, logger, metrics, overrides.clock ?? (() => new Date()), publisher, store, thumbnailStore);
   }
 

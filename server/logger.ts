@@ -1,12 +1,12 @@
 import winston from "winston";
 import { ecsFields } from "./logging/ecs-fields.js";
 import { redact } from "./logging/redact.js";
-import { SERVICE_VERSION } from "./version.js";
+import { packageVersion } from "./package-files.js";
 
 // JSON lines on stdout, one object per event, for ELK: our fields plus their
 // Elastic Common Schema names (logging/ecs-fields.ts), with secrets redacted
 // from every string (logging/redact.ts) whatever a caller passed.
-const ecs = winston.format((info) => ecsFields(info, { name: "video-management-service", version: SERVICE_VERSION }) as winston.Logform.TransformableInfo);
+const ecs = winston.format((info) => ecsFields(info, { name: "video-management-service", version: packageVersion }) as winston.Logform.TransformableInfo);
 const redacted = winston.format((info) => redact(info));
 
 export function createLogger(level: string, silent = false): winston.Logger {

@@ -1,8 +1,8 @@
 import { once } from "node:events";
 import { ConfigError, loadConfig, type Config } from "./config.js";
 import { createLogger } from "./logger.js";
+import { packageVersion } from "./package-files.js";
 import { startTracing } from "./telemetry/tracing.js";
-import { SERVICE_VERSION } from "./version.js";
 
 // Entry point: configuration, context, migrations, serving, and a graceful
 // exit on SIGTERM/SIGINT.
@@ -21,7 +21,7 @@ function configOrExit(): Config {
 
 const cfg = configOrExit();
 const log = createLogger(cfg.logLevel);
-const tracing = await startTracing(cfg.tracing, log, SERVICE_VERSION);
+const tracing = await startTracing(cfg.tracing, log, packageVersion);
 // Imported once tracing is set up: the gRPC instrumentation must see
 // @grpc/grpc-js being loaded (by the Pub/Sub SDK, below AppContext).
 const { AppContext } = await import("./context.js");

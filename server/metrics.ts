@@ -1,10 +1,14 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { packageVersion } from "./package-files.js";
 
 // One registry per process context (never prom-client's global), so tests can
 // build several servers side by side.
 export function createMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  // Which release is answering: package.json's version, as the image tag carries it.
+  new Gauge({ name: "build_info", help: "Always 1; the labels say which build runs", labelNames: ["version", "node"] as const, registers: [registry] })
+    .set({ version: packageVersion, node: process.version }, 1);
   return {
     registry,
     requests: new Counter({

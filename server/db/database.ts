@@ -6,6 +6,7 @@ import pg from "pg";
 import { NamedStatementClient } from "./pg-named-client.js";
 import { PGliteDialect } from "./pglite-dialect.js";
 import type { PoolStats } from "./pool-metrics.js";
+import { pgliteTemplateFor } from "./pglite-template.js";
 import type { Database } from "./schema.js";
 
 // A session that can run multi-statement SQL scripts and hold session state
@@ -124,7 +125,7 @@ export function openPostgres(options: PostgresOptions): DatabaseHandle {
 
 export async function openPGlite(dataDir: string | undefined, log?: LogConfig, onAcquireWait?: () => void): Promise<DatabaseHandle> {
   if (dataDir) mkdirSync(dataDir, { recursive: true });
-  const pglite = await PGlite.create({ dataDir, extensions: { pg_trgm } });
+  const pglite = await PGlite.create({ dataDir, extensions: { pg_trgm }, loadDataDir: pgliteTemplateFor(dataDir) });
   const dialect = new PGliteDialect(pglite, onAcquireWait);
   const db = new Kysely<Database>({ dialect, log });
   return {

@@ -1,4 +1,4 @@
-import { PubSub, type Topic } from "@google-cloud/pubsub";
+import type { PubSub, Topic } from "@google-cloud/pubsub";
 import type winston from "winston";
 import type { CloudEvent } from "./cloudevents.js";
 
@@ -58,8 +58,14 @@ export class PubSubPublisher implements EventPublisher {
   private topicSeenAt: number | undefined;
   private recheck: Promise<unknown> | undefined;
 
-  constructor(options: PubSubOptions) {
-    this.client = new PubSub({ projectId: options.projectId });
+  /** Loads the Pub/Sub client library first (it is not loaded when events go to the log). */
+  static async create(options: PubSubOptions): Promise<PubSubPublisher> {
+    const { PubSub } = await import("@google-cloud/pubsub");
+    return new PubSubPublisher(options, new PubSub({ projectId: options.projectId }));
+  }
+
+  private constructor(options: PubSubOptions, client: PubSub) {
+    this.client = client;
     this.telemetry = { "messaging.system": "gcp_pubsub", "messaging.destination.name": options.topic };
     this.topic = this.client.topic(options.topic, {
       messageOrdering: true,

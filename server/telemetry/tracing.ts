@@ -1,8 +1,4 @@
 import { diag, DiagLogLevel, type DiagLogger } from "@opentelemetry/api";
-import { OTLPTraceExporter as OTLPJsonExporter } from "@opentelemetry/exporter-trace-otlp-http";
-import { OTLPTraceExporter as OTLPProtobufExporter } from "@opentelemetry/exporter-trace-otlp-proto";
-import { detectResources, envDetector, resourceFromAttributes } from "@opentelemetry/resources";
-import { BatchSpanProcessor, NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from "@opentelemetry/semantic-conventions";
 import type winston from "winston";
 import type { Config } from "../config.js";
@@ -26,6 +22,14 @@ export interface Tracing {
 
 export async function startTracing(cfg: Config["tracing"], logger: winston.Logger, version: string): Promise<Tracing> {
   if (!cfg.exporter) return { exporting: false, shutdown: async () => {} };
+  // The SDK and exporters load only when spans are exported (start-up time).
+  const [{ OTLPTraceExporter: OTLPJsonExporter }, { OTLPTraceExporter: OTLPProtobufExporter }, { detectResources, envDetector, resourceFromAttributes }, { BatchSpanProcessor, NodeTracerProvider }] =
+    await Promise.all([
+      import("@opentelemetry/exporter-trace-otlp-http"),
+      import("@opentelemetry/exporter-trace-otlp-proto"),
+      import("@opentelemetry/resources"),
+      import("@opentelemetry/sdk-trace-node"),
+    ]);
 
   diag.setLogger(diagToLogger(logger.child({ channel: "otel" })), DiagLogLevel.WARN);
   // The exporters read OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, _HEADERS, _TIMEOUT

@@ -21,6 +21,10 @@
 //                commit-to-publish lag (relay.ts; its own BENCH_RELAY_*
 //                variables; needs gcloud's Pub/Sub emulator or
 //                BENCH_PUBSUB_EMULATOR_HOST). Runs after the table.
+//   startup      `npm start` ready on the embedded defaults, first (new
+//                DATA_DIR) and again, vs a bare node:http server's start in
+//                the same rounds (startup.ts); targets: < 3 s first, < 1.5 s
+//                again. Runs last.
 //
 // The servers run in child processes on BENCH_NODE (default: this node); the
 // load generator (load.ts) runs here, closed loop at fixed concurrency, warm-up
@@ -31,7 +35,7 @@
 //                        (default DATABASE_URL, TEST_DATABASE_URL, then
 //                        postgres://postgres:postgres@127.0.0.1:5432/postgres)
 //   BENCH_NODE           node binary for the server processes
-//   BENCH_CASES          comma list of rest,connect,grpc,list,create,pglite,tracing,upload,relay
+//   BENCH_CASES          comma list of rest,connect,grpc,list,create,pglite,tracing,upload,relay,startup
 //   BENCH_CONCURRENCY    requests in flight (32)
 //   BENCH_DURATION_MS    measured window per run (3000); BENCH_WARM_MS (1000)
 //   BENCH_ROUNDS         A B pairs per case (3)
@@ -61,14 +65,15 @@ import { cleanup as relayCleanup, relayBench, summary as relaySummary } from "./
 import { grpcFrame, h1Bytes, h2HeaderBlock, pool, runH1, runH2, type Completion, type RunOptions, type RunResult } from "./load.js";
 import { adminQuery, benchAdminUrl, databaseUrl, freePort, repoRoot, spawnNode, stopAll, waitReady, type Proc } from "./procs.js";
 import { otlpSink } from "./otlp-sink.js";
+import { startupBench, summary as startupSummary } from "./startup.js";
 import { summary as uploadSummary, uploadBench, uploadSkipReason, type UploadBenchResult } from "./upload.js";
 
 const env = process.env;
 const num = (name: string, fallback: number) => (env[name] ? Number(env[name]) : fallback);
 
 const serverNode = env.BENCH_NODE || process.execPath;
-const cases = new Set((env.BENCH_CASES || "rest,connect,grpc,list,create,pglite,tracing,upload,relay").split(",").map((s) => s.trim()));
-const servingCases = [...cases].filter((c) => c !== "relay");
+const cases = new Set((env.BENCH_CASES || "rest,connect,grpc,list,create,pglite,tracing,upload,relay,startup").split(",").map((s) => s.trim()));
+const servingCases = [...cases].filter((c) => c !== "relay" && c !== "startup");
 const concurrency = num("BENCH_CONCURRENCY", 32);
 const durationMs = num("BENCH_DURATION_MS", 3000);
 const warmMs = num("BENCH_WARM_MS", 1000);
@@ -588,6 +593,12 @@ try {
     const relay = await relayBench();
     process.stdout.write("\n" + relaySummary(relay) + "\n\n");
     missed ||= !(relay.pass.throughput && relay.pass.lag);
+  }
+  if (cases.has("startup")) {
+    log("startup case (test/bench/startup.ts)");
+    const startup = await startupBench(log);
+    process.stdout.write("\n" + startupSummary(startup) + "\n\n");
+    missed ||= !(startup.pass.first && startup.pass.again);
   }
   log(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
   process.exit(missed && env.BENCH_STRICT === "1" ? 1 : 0);

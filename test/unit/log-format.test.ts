@@ -2,7 +2,7 @@ import { Writable } from "node:stream";
 import t from "tap";
 import winston from "winston";
 import { createLogger } from "../../server/logger.js";
-import { SERVICE_VERSION } from "../../server/version.js";
+import { packageVersion as SERVICE_VERSION } from "../../server/package-files.js";
 
 // The service's log lines as ELK receives them (issue 17): our fields plus
 // their Elastic Common Schema names, and no secret in any line.
