@@ -27,7 +27,7 @@ import { observe, protocolOf, publicErrors, recordCall, requestIdFrom, requestIn
 import { createListener, type NodeRequest, type NodeResponse } from "./listener.js";
 import { bodyDeadlineMs } from "./body-deadline.js";
 import { reflectionRoutes } from "./reflection.js";
-import { endWith } from "./response-body.js";
+import { endWith, headersIfQuiet } from "./response-body.js";
 import { createRestUploadHandler } from "./rest-upload.js";
 import { createRestHandler } from "./rest.js";
 import { undecodableRequest, withDecodingErrorsFixed } from "./undecodable.js";
@@ -125,11 +125,12 @@ export function createServer(ctx: AppContext) {
           requestId: requestIdFrom(req.headers["x-request-id"] as string | undefined),
         });
       };
+      const settled = singleResponse(uHandler) ? undefined : headersIfQuiet(req, res);
       const call = plainGrpc
         ? grpcUnary.serve(req, res, uHandler, values, ended)
-        : uHandler(universalRequest(req, res, { body: requestBody(req, bodyDeadlineMs(req.headers, maxTimeoutMs)), header: webHeaders(req), contextValues: values })).then((uRes) =>
-            sendUniversalResponse(uRes, res, singleResponse(uHandler), ended),
-          );
+        : uHandler(universalRequest(req, res, { body: requestBody(req, bodyDeadlineMs(req.headers, maxTimeoutMs)), header: webHeaders(req), contextValues: values }))
+            .finally(settled)
+            .then((uRes) => sendUniversalResponse(uRes, res, singleResponse(uHandler), ended));
       call.catch((e: unknown) => ctx.logger.warn("response not delivered", { procedure: path, error: String(e) }));
       return;
     }
