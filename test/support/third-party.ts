@@ -42,7 +42,6 @@ export function pythonStubs(): Promise<string> {
         "-I", join(ROOT, "proto"),
         "-I", join(ROOT, "node_modules/google-proto-files"),
         "-I", join(ROOT, "node_modules/grpc-health-check/proto"),
-        "-I", "/usr/include",
         `--python_out=${out}`,
         `--grpc_out=${out}`,
         "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin",
