@@ -196,6 +196,28 @@ t.test("idle and silent connections", async (t) => {
     t.notOk(s.closed, "the stream is still open");
   });
 
+  t.test("an HTTP/2 peer that stops answering PINGs (gone without a FIN) is disconnected and its streams end", async (t) => {
+    const { port, endedPaths } = await start(t, { pingIntervalMs: 100 });
+    const s = net.connect(port, "127.0.0.1");
+    t.teardown(() => s.destroy());
+    await once(s, "connect");
+    s.resume(); // reads everything, answers nothing
+    const frame = (type: number, flags: number, stream: number, payload: Buffer) => {
+      const head = Buffer.alloc(9);
+      head.writeUIntBE(payload.length, 0, 3);
+      head[3] = type;
+      head[4] = flags;
+      head.writeUInt32BE(stream, 5);
+      return Buffer.concat([head, payload]);
+    };
+    // HPACK: :method GET (static 2), :scheme http (6), :path "/hold" and :authority "x" as literals.
+    const block = Buffer.concat([Buffer.from([0x82, 0x86, 0x04, 5]), Buffer.from("/hold"), Buffer.from([0x01, 1]), Buffer.from("x")]);
+    s.write(Buffer.concat([HTTP2_PREFACE, frame(0x4, 0, 0, Buffer.alloc(0)), frame(0x4, 0x1, 0, Buffer.alloc(0)), frame(0x1, 0x4 | 0x1, 1, block)]));
+    await poll(() => endedPaths.includes("/hold"), 3000, "the stream of the silent peer to end");
+    await once(s, "close");
+    t.pass("the server closed the connection");
+  });
+
   t.test("HTTP/1.1 keep-alive lasts idleTimeoutMs, then the server closes the connection", async (t) => {
     const { port } = await start(t, { idleTimeoutMs: 600 });
     const s = net.connect(port, "127.0.0.1");
