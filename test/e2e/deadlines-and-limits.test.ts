@@ -1,9 +1,12 @@
 import t from "tap";
 import http2 from "node:http2";
+import net from "node:net";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, createClient } from "@connectrpc/connect";
 import { Health } from "../../gen/health/v1/health_pb.js";
+import { Video_State } from "../../gen/video/v1/video_pb.js";
 import { UploadVideoContentRequestSchema } from "../../gen/video/v1/video_service_pb.js";
+import { poll } from "../support/pubsub.js";
 import { expectCode, firstMessage, startTestServer, type TestServer } from "../support/server.js";
 
 // A call's deadline holds while its body is still arriving, and the
@@ -76,6 +79,26 @@ t.test("a deadline holds while the request body is still arriving", async (t) =>
     t.equal(a.status, 504, `HTTP status after ${a.ms} ms`);
     t.ok(a.ms < 4000, `answered after ${a.ms} ms`);
   });
+});
+
+t.test("an upload whose client closes its connection (TCP FIN) mid-stream ends at once", async (t) => {
+  const s = await startTestServer(t, { database: "pglite" });
+  const video = await s.clients.grpc.createVideo({ video: { title: "cut upload" } });
+  let raw: net.Socket | undefined;
+  const client = http2.connect(s.baseUrl, { createConnection: () => (raw = net.connect(s.port, "127.0.0.1")) });
+  client.on("error", () => {});
+  t.teardown(() => client.destroy());
+  const req = client.request({ ":method": "POST", ":path": "/video.v1.VideoService/UploadVideoContent", "content-type": "application/grpc", te: "trailers" });
+  req.on("error", () => {});
+  const first = toBinary(UploadVideoContentRequestSchema, create(UploadVideoContentRequestSchema, { data: { case: "metadata", value: { id: video.id, contentType: "video/mp4" } } }));
+  req.write(grpcFrame(first));
+  req.write(grpcFrame(toBinary(UploadVideoContentRequestSchema, create(UploadVideoContentRequestSchema, { data: { case: "chunk", value: new Uint8Array(64 * 1024) } }))));
+  await poll(() => s.server.listener.activeRequests === 1 || undefined, 5000, "the upload to be in progress");
+  const cut = Date.now();
+  raw!.end();
+  await poll(() => s.server.listener.activeRequests === 0 || undefined, 5000, "the upload to end");
+  t.ok(Date.now() - cut < 3000, `ended ${Date.now() - cut} ms after the FIN`);
+  t.equal((await s.clients.grpc.getVideo({ id: video.id })).state, Video_State.PENDING_UPLOAD, "the video still waits for its upload");
 });
 
 t.test("Health/Watch streams are bounded per process (MAX_HEALTH_WATCHES)", async (t) => {
