@@ -19,6 +19,7 @@ export interface Config {
   logLevel: string;
   shutdownGraceMs: number;
   limits: { maxBodyBytes: number; maxRequestMs: number };
+  connections: ConnectionsConfig;
   migrationsDir: string;
   storage: {
     s3:
@@ -227,6 +228,39 @@ function media(env: Env): MediaConfig {
   };
 }
 
+export interface ConnectionsConfig {
+  /** Connections open at once in this process. */
+  max: number;
+  /** Requests and streams in progress at once in this process, every protocol together. */
+  maxStreams: number;
+  /** grpc.health.v1 Watch streams open at once (unauthenticated, long-lived). */
+  maxHealthWatches: number;
+  /** Idle HTTP/1.1 keep-alive and HTTP/2 connections are closed after this. */
+  idleTimeoutMs: number;
+  /** HTTP/2 PING interval while a connection holds open streams. */
+  pingIntervalMs: number;
+}
+
+// Bounds per process (per replica), so a client holding many connections or
+// streams cannot take the memory every other caller needs. The idle timeout
+// outlasts what gateways keep idle upstream connections for (nginx
+// keepalive_timeout 60s; AWS ALB 60s), so the gateway always closes first and
+// never sends a request on a connection this side is closing (a 502). The PING
+// interval stays under proxies' read timeouts (nginx grpc_read_timeout 60s).
+function connections(env: Env): ConnectionsConfig {
+  const idleTimeoutMs = duration(env, "IDLE_TIMEOUT", 75 * UNITS.s);
+  if (idleTimeoutMs < 1000) throw new ConfigError(`IDLE_TIMEOUT must be at least 1s, got "${env.IDLE_TIMEOUT}"`);
+  const pingIntervalMs = duration(env, "HTTP2_PING_INTERVAL", 30 * UNITS.s);
+  if (pingIntervalMs < 1000) throw new ConfigError(`HTTP2_PING_INTERVAL must be at least 1s, got "${env.HTTP2_PING_INTERVAL}"`);
+  return {
+    max: int(env, "MAX_CONNECTIONS", 1000, 1, 1_000_000),
+    maxStreams: int(env, "MAX_CONCURRENT_STREAMS", 1000, 1, 1_000_000),
+    maxHealthWatches: int(env, "MAX_HEALTH_WATCHES", 100, 1, 1_000_000),
+    idleTimeoutMs,
+    pingIntervalMs,
+  };
+}
+
 const LOG_LEVELS = ["error", "warn", "info", "http", "verbose", "debug", "silly"];
 
 export function isLoopback(host: string): boolean {
@@ -281,6 +315,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxBodyBytes: int(env, "MAX_BODY_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
       maxRequestMs: int(env, "MAX_REQUEST_MS", 30_000, 100, 3_600_000),
     },
+    connections: connections(env),
     events: events(env),
     tracing: tracing(env),
     media: media(env),

@@ -9,7 +9,11 @@ export function storageError(e: unknown): ConnectError {
   if (e instanceof ConnectError) return e;
   const err = e as { name?: string; code?: string; $metadata?: { httpStatusCode?: number } };
   const status = err.$metadata?.httpStatusCode;
-  if (err.name === "AbortError") return new ConnectError("the upload was cancelled", Code.Canceled);
+  if (err.name === "AbortError") {
+    // Aborted by the call's signal: say why (its deadline passed, or the client left).
+    const reason = (e as { cause?: unknown }).cause;
+    return reason instanceof ConnectError ? reason : new ConnectError("the upload was cancelled", Code.Canceled);
+  }
   if (status === 403 || err.name === "AccessDenied" || err.name === "InvalidAccessKeyId" || err.name === "SignatureDoesNotMatch") {
     return new ConnectError("object storage refused the service's credentials", Code.Internal);
   }

@@ -48,8 +48,12 @@ const sleep = (ms: number, signal: AbortSignal) =>
 
 const SERVICES = new Set(["", VideoService.typeName, EventService.typeName]);
 
-export default (probe: () => Promise<Readiness>, shutdown: AbortSignal) => (router: ConnectRouter) =>
-  router.service(Health, {
+// Watch needs no credentials and holds a stream for as long as the caller
+// likes: at most maxWatches at once per process, so they cannot take the
+// stream budget (MAX_CONCURRENT_STREAMS) every other call needs.
+export default (probe: () => Promise<Readiness>, shutdown: AbortSignal, maxWatches: number) => (router: ConnectRouter) => {
+  let watching = 0;
+  return router.service(Health, {
     async check(req) {
       if (!SERVICES.has(req.service)) throw new ConnectError(`unknown service ${req.service}`, Code.NotFound);
       return { status: (await probe()).ready ? Status.SERVING : Status.NOT_SERVING };
@@ -66,13 +70,20 @@ export default (probe: () => Promise<Readiness>, shutdown: AbortSignal) => (rout
         yield { status: Status.SERVICE_UNKNOWN };
         return;
       }
-      let last: Status | undefined;
-      while (!hc.signal.aborted && !shutdown.aborted) {
-        const status = (await probe()).ready ? Status.SERVING : Status.NOT_SERVING;
-        if (status !== last) yield { status };
-        last = status;
-        await sleep(1000, AbortSignal.any([hc.signal, shutdown]));
+      if (watching >= maxWatches) throw new ConnectError(`too many health watches in progress (${maxWatches}); use Check`, Code.ResourceExhausted);
+      watching++;
+      try {
+        let last: Status | undefined;
+        while (!hc.signal.aborted && !shutdown.aborted) {
+          const status = (await probe()).ready ? Status.SERVING : Status.NOT_SERVING;
+          if (status !== last) yield { status };
+          last = status;
+          await sleep(1000, AbortSignal.any([hc.signal, shutdown]));
+        }
+        if (!hc.signal.aborted && last !== Status.NOT_SERVING) yield { status: Status.NOT_SERVING };
+      } finally {
+        watching--;
       }
-      if (!hc.signal.aborted && last !== Status.NOT_SERVING) yield { status: Status.NOT_SERVING };
     },
   });
+};

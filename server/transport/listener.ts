@@ -19,6 +19,7 @@ import http2 from "node:http2";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
 import type tls from "node:tls";
+import { unsentBytes, watchSession, type WatchedSession } from "./connection-lifecycle.js";
 
 export type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 export type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -35,14 +36,28 @@ export interface ListenerOptions {
   headersTimeoutMs?: number;
   /** HTTP/1.1: time allowed to receive the whole request (0 = none). Default 300 s. */
   requestTimeoutMs?: number;
-  /** HTTP/1.1: idle keep-alive connections are closed after this. Default 5 s. */
-  keepAliveTimeoutMs?: number;
+  /**
+   * Idle connections are closed after this: HTTP/1.1 keep-alive, and HTTP/2
+   * connections with no open stream (GOAWAY). Default 75 s, longer than
+   * gateways keep idle upstream connections (nginx: 60 s).
+   */
+  idleTimeoutMs?: number;
+  /** HTTP/2 PING interval on connections with open streams (0 = none). Default 30 s. */
+  pingIntervalMs?: number;
+  /** Connections accepted at once by this process; more are closed on accept. Default 1000. */
+  maxConnections?: number;
+  /**
+   * Requests and streams in progress at once in this process, every protocol
+   * together; more are refused (HTTP/2 RST_STREAM REFUSED_STREAM, HTTP/1.1 503).
+   * Default 1000.
+   */
+  maxActiveRequests?: number;
   /**
    * Time a new connection has to send enough bytes to be classified (cleartext),
    * or to finish the TLS handshake. Idle sockets are destroyed. Default 10 s.
    */
   prefaceTimeoutMs?: number;
-  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS. Default 256. */
+  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (at most maxActiveRequests). Default 256. */
   maxConcurrentStreams?: number;
   /** HTTP/2 per-session memory cap in MB (Node's maxSessionMemory). Default 10. */
   maxSessionMemoryMb?: number;
@@ -96,10 +111,16 @@ export function createListener(options: ListenerOptions): Listener {
   const maxHeaderSize = options.maxHeaderSize ?? 16 * 1024;
   const requestTimeout = options.requestTimeoutMs ?? 300_000;
   const headersTimeout = options.headersTimeoutMs ?? Math.min(30_000, requestTimeout || 30_000);
-  const keepAliveTimeout = options.keepAliveTimeoutMs ?? 5_000;
+  const keepAliveTimeout = options.idleTimeoutMs ?? 75_000;
   const prefaceTimeout = options.prefaceTimeoutMs ?? 10_000;
-  const maxConcurrentStreams = options.maxConcurrentStreams ?? 256;
+  const maxActiveRequests = options.maxActiveRequests ?? 1000;
+  const maxConcurrentStreams = Math.min(options.maxConcurrentStreams ?? 256, maxActiveRequests);
   const maxSessionMemory = options.maxSessionMemoryMb ?? 10;
+  const lifecycle = {
+    idleTimeoutMs: keepAliveTimeout,
+    pingIntervalMs: options.pingIntervalMs ?? 30_000,
+    sessionMemoryBytes: maxSessionMemory * 1024 * 1024,
+  };
   const report = options.onError ?? (() => {});
   if (requestTimeout > 0 && headersTimeout > requestTimeout) {
     throw new RangeError("headersTimeoutMs must be <= requestTimeoutMs");
@@ -123,7 +144,7 @@ export function createListener(options: ListenerOptions): Listener {
   let draining = false;
   let closing: Promise<void> | undefined;
   const conns = new Map<net.Socket, ConnState>();
-  const sessions = new Set<http2.ServerHttp2Session>();
+  const sessions = new Map<http2.ServerHttp2Session, WatchedSession>();
   const h1Responses = new Set<http.ServerResponse>();
 
   const onSocketError = (err: Error) => report(err, "socket");
@@ -159,10 +180,18 @@ export function createListener(options: ListenerOptions): Listener {
   // ---- per request ----------------------------------------------------------
 
   const onRequest = (req: NodeRequest, res: NodeResponse) => {
+    if (active >= maxActiveRequests) {
+      refuse(res);
+      return;
+    }
     active++;
     let h1Socket: net.Socket | undefined;
     let h1State: ConnState | undefined;
-    if (!(req instanceof http2.Http2ServerRequest)) {
+    let h2Session: WatchedSession | undefined;
+    if (req instanceof http2.Http2ServerRequest) {
+      h2Session = sessions.get(req.stream.session as http2.ServerHttp2Session);
+      h2Session?.streamOpened();
+    } else {
       const r1 = res as http.ServerResponse;
       h1Socket = req.socket;
       h1State = conns.get(h1Socket);
@@ -175,6 +204,7 @@ export function createListener(options: ListenerOptions): Listener {
       if (done) return;
       done = true;
       active--;
+      h2Session?.streamClosed(unsentBytes((res as http2.Http2ServerResponse).stream));
       if (h1Socket) {
         h1Responses.delete(res as http.ServerResponse);
         if (h1State) h1State.inflight--;
@@ -201,13 +231,24 @@ export function createListener(options: ListenerOptions): Listener {
   };
 
   const onSession = (session: http2.ServerHttp2Session) => {
-    sessions.add(session);
+    sessions.set(session, watchSession(session, session.socket as net.Socket, lifecycle));
     // (Node also re-emits this as the server's 'sessionError'; one report is enough.)
     session.on("error", (err) => report(err, "http2 session"));
     session.once("close", () => sessions.delete(session));
     // Accepted before close() began but classified after: refuse new streams.
     if (draining) session.close();
   };
+
+  /** Over the process's limit of requests in progress: not processed, safe to retry. */
+  function refuse(res: NodeResponse) {
+    if (res instanceof http2.Http2ServerResponse) {
+      res.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    const body = JSON.stringify({ error: { code: 503, status: "UNAVAILABLE", message: "too many requests in progress; retry" } });
+    res.writeHead(503, { "content-type": "application/json", "content-length": Buffer.byteLength(body), "retry-after": "1" });
+    res.end(body);
+  }
 
   // ---- servers ----------------------------------------------------------------
 
@@ -323,6 +364,8 @@ export function createListener(options: ListenerOptions): Listener {
     });
   }
   outer.on("error", (err) => report(err, "server"));
+  // Past this, net.Server closes new connections as it accepts them.
+  outer.maxConnections = options.maxConnections ?? 1000;
 
   // ---- lifecycle ----------------------------------------------------------------
 
@@ -342,7 +385,7 @@ export function createListener(options: ListenerOptions): Listener {
   }
 
   function destroyAll() {
-    for (const session of sessions) session.destroy();
+    for (const session of sessions.keys()) session.destroy();
     for (const socket of conns.keys()) socket.destroy();
   }
 
@@ -361,7 +404,7 @@ export function createListener(options: ListenerOptions): Listener {
       // connections (the secure server does both in its own close()).
       h1Server?.close();
 
-      for (const session of sessions) session.close(); // GOAWAY; streams finish
+      for (const session of sessions.keys()) session.close(); // GOAWAY; streams finish
       for (const res of h1Responses) {
         if (!res.headersSent) res.setHeader("Connection", "close");
       }

@@ -29,7 +29,9 @@ import { checkedRequestStream } from "./envelope-framing.js";
 import healthRoutes, { readinessProbe } from "./health.js";
 import { observe, protocolOf, publicErrors, recordCall, requestIdFrom, requestInfoKey, wireProtocolKey } from "./interceptors.js";
 import { createListener, type NodeRequest, type NodeResponse } from "./listener.js";
+import { bodyDeadlineMs } from "./body-deadline.js";
 import { reflectionRoutes } from "./reflection.js";
+import { endWith, headersIfQuiet } from "./response-body.js";
 import { createRestUploadHandler } from "./rest-upload.js";
 import { createRestHandler } from "./rest.js";
 import { undecodableRequest, withDecodingErrorsFixed } from "./undecodable.js";
@@ -65,7 +67,7 @@ export function createServer(ctx: AppContext) {
   videoRoutes(ctx)(router);
   eventRoutes(() => ctx.db, relay, shutdown.signal)(router);
   auditRoutes(() => ctx.db)(router);
-  healthRoutes(probe, shutdown.signal)(router);
+  healthRoutes(probe, shutdown.signal, ctx.cfg.connections.maxHealthWatches)(router);
   reflectionRoutes([VideoService, EventService, AuditService, Health])(router);
 
   const contextValues = () => createContextValues();
@@ -92,7 +94,8 @@ export function createServer(ctx: AppContext) {
       : () => false;
   let upkeep: { stop(): Promise<void> } | undefined;
   let mediaWorker: { stop(graceMs?: number): Promise<void> } | undefined;
-  const grpcUnary = grpcUnaryTranscoder({ readMaxBytes: ctx.cfg.limits.maxBodyBytes, maxTimeoutMs: ctx.cfg.limits.maxRequestMs });
+  const maxTimeoutMs = ctx.cfg.limits.maxRequestMs;
+  const grpcUnary = grpcUnaryTranscoder({ readMaxBytes: ctx.cfg.limits.maxBodyBytes, maxTimeoutMs });
 
   async function operational(path: string, res: NodeResponse): Promise<boolean> {
     if (path === "/health") {
@@ -130,11 +133,12 @@ export function createServer(ctx: AppContext) {
           requestId: requestIdFrom(req.headers["x-request-id"] as string | undefined),
         });
       };
+      const settled = singleResponse(uHandler) ? undefined : headersIfQuiet(req, res);
       const call = plainGrpc
         ? grpcUnary.serve(req, res, uHandler, values, ended)
-        : uHandler(universalRequest(req, res, { body: callBody(req, uHandler, values), header: webHeaders(req), contextValues: values })).then((uRes) =>
-            sendUniversalResponse(uRes, res, singleResponse(uHandler), ended),
-          );
+        : uHandler(universalRequest(req, res, { body: callBody(req, uHandler, values, bodyDeadlineMs(req.headers, maxTimeoutMs)), header: webHeaders(req), contextValues: values }))
+            .finally(settled)
+            .then((uRes) => sendUniversalResponse(uRes, res, singleResponse(uHandler), ended));
       call.catch((e: unknown) => ctx.logger.warn("response not delivered", { procedure: path, error: String(e) }));
       return;
     }
@@ -165,9 +169,14 @@ export function createServer(ctx: AppContext) {
   }
 
   const tls = ctx.cfg.tls && { cert: readFileSync(ctx.cfg.tls.certFile), key: readFileSync(ctx.cfg.tls.keyFile) };
+  const limits = ctx.cfg.connections;
   const listener = createListener({
     handler,
     tls,
+    maxConnections: limits.max,
+    maxActiveRequests: limits.maxStreams,
+    idleTimeoutMs: limits.idleTimeoutMs,
+    pingIntervalMs: limits.pingIntervalMs,
     onError: (err, where) => ctx.logger.debug("connection error", { where, error: err.message }),
   });
 
@@ -294,8 +303,9 @@ export function webHeaders(req: NodeRequest): Headers {
 }
 
 /** The request body as an async iterable, read lazily, with backpressure. */
-export function requestBody(req: NodeRequest): AsyncIterable<Uint8Array> {
-  return { [Symbol.asyncIterator]: () => new BodyReader(req) };
+/** deadlineMs: the body must have arrived by then, or reading it fails with DEADLINE_EXCEEDED. */
+export function requestBody(req: NodeRequest, deadlineMs?: number): AsyncIterable<Uint8Array> {
+  return { [Symbol.asyncIterator]: () => new BodyReader(req, deadlineMs) };
 }
 
 class BodyReader implements AsyncIterator<Uint8Array> {
@@ -303,8 +313,12 @@ class BodyReader implements AsyncIterator<Uint8Array> {
   private ended = false;
   private error: unknown;
   private wake: (() => void) | undefined;
+  private deadline: NodeJS.Timeout | undefined;
 
-  constructor(private readonly req: NodeRequest) {
+  constructor(
+    private readonly req: NodeRequest,
+    deadlineMs?: number,
+  ) {
     if (req.readableEnded) {
       this.ended = true;
       return;
@@ -313,6 +327,9 @@ class BodyReader implements AsyncIterator<Uint8Array> {
     req.on("end", this.onEnd);
     req.on("error", this.onError);
     req.on("close", this.onClose);
+    if (deadlineMs !== undefined) {
+      this.deadline = setTimeout(() => this.onError(new ConnectError(`the request body did not arrive within the deadline (${deadlineMs} ms)`, Code.DeadlineExceeded)), deadlineMs);
+    }
   }
 
   private readonly onData = (chunk: Buffer) => {
@@ -341,6 +358,7 @@ class BodyReader implements AsyncIterator<Uint8Array> {
   }
 
   private detach() {
+    clearTimeout(this.deadline);
     const req = this.req;
     req.off("data", this.onData);
     req.off("end", this.onEnd);
@@ -374,8 +392,8 @@ class BodyReader implements AsyncIterator<Uint8Array> {
 }
 
 /** The request body; a streaming input is checked to end where a message ends (envelope-framing.ts). */
-function callBody(req: NodeRequest, h: UniversalHandler, values: ContextValues): AsyncIterable<Uint8Array> {
-  const body = requestBody(req);
+function callBody(req: NodeRequest, h: UniversalHandler, values: ContextValues, deadlineMs: number | undefined): AsyncIterable<Uint8Array> {
+  const body = requestBody(req, deadlineMs);
   const streamingInput = h.method.methodKind === "client_streaming" || h.method.methodKind === "bidi_streaming";
   return streamingInput ? checkedRequestStream(body, String(req.headers["content-type"] ?? ""), values) : body;
 }
@@ -423,7 +441,7 @@ export async function sendUniversalResponse(response: UniversalServerResponse, r
   (res as http.ServerResponse).writeHead(status, headers);
   if (uRes.trailer !== undefined) res.addTrailers(nodeHeaders(uRes.trailer));
   if (body === undefined) res.end();
-  else res.end(body);
+  else endWith(res, body);
 }
 
 // ---- gRPC unary calls, run as Connect unary calls ---------------------------
@@ -465,12 +483,19 @@ function grpcUnaryTranscoder(opt: { readMaxBytes: number; maxTimeoutMs: number }
   async function serve(req: NodeRequest, res: NodeResponse, h: UniversalHandler, values: ContextValues, onError: (error: ConnectError) => void): Promise<void> {
     const header = webHeaders(req);
     // Read at most one message's worth; anything bigger is connect-es's to refuse.
-    const reader = new BodyReader(req);
+    const reader = new BodyReader(req, bodyDeadlineMs(req.headers, opt.maxTimeoutMs));
     const chunks: Buffer[] = [];
     let size = 0;
     let complete = false;
     for (;;) {
-      const r = await reader.next();
+      let r: IteratorResult<Uint8Array>;
+      try {
+        r = await reader.next();
+      } catch (e) {
+        // Answered by connect-es in gRPC's terms, as any failure to read a body.
+        const uRes = await h(universalRequest(req, res, { body: failing(e), header, contextValues: values }));
+        return sendUniversalResponse(uRes, res, true, onError);
+      }
       if (r.done) {
         complete = true;
         break;
@@ -527,7 +552,7 @@ function grpcUnaryTranscoder(opt: { readMaxBytes: number; maxTimeoutMs: number }
     (res as http.ServerResponse).writeHead(200, { "content-type": grpcContentTypeProto, ...nodeHeaders(responseHeader) });
     res.addTrailers(nodeHeaders(trailer));
     if (data === undefined) res.end();
-    else res.end(data);
+    else endWith(res, data);
   }
 
   return { accepts, serve };
@@ -555,6 +580,13 @@ function oneChunk(bytes: Uint8Array): AsyncIterable<Uint8Array> {
         },
       };
     },
+  };
+}
+
+/** A body whose reading fails with `error`. */
+function failing(error: unknown): AsyncIterable<Uint8Array> {
+  return {
+    [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(error) }),
   };
 }
 

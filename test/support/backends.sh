@@ -25,12 +25,16 @@
 #   TEST_S3_ENDPOINT  http://127.0.0.1:PORT of a private S3 emulator (moto;
 #                      tests create their own buckets), with AWS_ACCESS_KEY_ID,
 #                      AWS_SECRET_ACCESS_KEY (both "test") and AWS_REGION
+#   TEST_NGINX, TEST_PYTHON  nginx, and the Debian python3 that has grpcio (with
+#                      protoc and grpc_python_plugin on PATH): third-party
+#                      clients and a gateway, started by the tests themselves
+#                      (test/support/third-party.ts)
 # To add later (one function each, then list it in BACKENDS):
 set -euo pipefail
 
 # TEST_BACKENDS="postgres s3" in the environment starts only those (npm run bench
 # starts its own Pub/Sub emulator, so it asks for the other two).
-read -r -a BACKENDS <<<"${TEST_BACKENDS:-postgres pubsub s3}"
+read -r -a BACKENDS <<<"${TEST_BACKENDS:-postgres pubsub s3 gateway}"
 START_TIMEOUT=${BACKENDS_START_TIMEOUT:-30} # seconds each backend may take to answer
 
 me="backends.sh"
@@ -307,6 +311,30 @@ media_tools() {
   command -v "$ffmpeg" >/dev/null 2>&1 && command -v "$ffprobe" >/dev/null 2>&1 || die "ffmpeg/ffprobe still not found after installing Debian's ffmpeg"
 }
 
+# ------------------------------------ third-party clients and a gateway ---
+# nginx, Python's C-core gRPC (python3-grpcio) and protoc with its gRPC Python
+# plugin, all from Debian. Debian's grpcio belongs to Debian's python3
+# (/usr/bin/python3), which may not be the python3 on PATH (pyenv). Nothing is
+# started here: each test runs its own nginx and clients.
+backend_gateway() {
+  if [ -n "${TEST_NGINX:-}" ] && [ -n "${TEST_PYTHON:-}" ]; then
+    note "gateway: using TEST_NGINX and TEST_PYTHON from the environment"
+    return 0
+  fi
+  local pkgs=()
+  [ -x /usr/sbin/nginx ] || pkgs+=(nginx)
+  /usr/bin/python3 -c 'import grpc, google.protobuf' >/dev/null 2>&1 || pkgs+=(python3-grpcio python3-protobuf)
+  command -v protoc >/dev/null 2>&1 || pkgs+=(protobuf-compiler)
+  [ -x /usr/bin/grpc_python_plugin ] || pkgs+=(protobuf-compiler-grpc)
+  [ ${#pkgs[@]} -eq 0 ] || apt_install "${pkgs[@]}"
+  [ -x /usr/sbin/nginx ] || die "nginx was installed but /usr/sbin/nginx is missing"
+  /usr/bin/python3 -c 'import grpc, google.protobuf' >/dev/null 2>&1 \
+    || die "python3-grpcio was installed but /usr/bin/python3 cannot import grpc"
+  [ -x /usr/bin/grpc_python_plugin ] || die "protobuf-compiler-grpc was installed but /usr/bin/grpc_python_plugin is missing"
+  export TEST_NGINX=/usr/sbin/nginx TEST_PYTHON=/usr/bin/python3
+  note "gateway: $(/usr/sbin/nginx -v 2>&1 | tail -n 1), grpcio $(/usr/bin/python3 -c 'import grpc; print(grpc.__version__)')"
+}
+
 # ------------------------------------------------------------ tap warm-up ---
 # tap 21 rebuilds its Test class when the plugin set configured in package.json
 # (which disables @tapjs/typescript) differs from the one it was built with, as
@@ -328,7 +356,7 @@ tap_warm_up() { # tap_warm_up <tap executable>
 # -------------------------------------------------------------------- run ---
 if [ "$(basename -- "$1")" = tap ]; then tap_warm_up "$1"; fi
 for b in "${BACKENDS[@]}"; do
-  declare -F "backend_$b" >/dev/null || die "unknown backend in TEST_BACKENDS: $b (known: postgres pubsub s3)"
+  declare -F "backend_$b" >/dev/null || die "unknown backend in TEST_BACKENDS: $b (known: postgres pubsub s3 gateway)"
 done
 media_tools
 for b in "${BACKENDS[@]}"; do "backend_$b"; done

@@ -12,3 +12,15 @@ t.test("DB_IDLE_TRANSACTION_TIMEOUT: a duration, 60 s by default", async (t) => 
     t.throws(() => loadConfig({ DB_IDLE_TRANSACTION_TIMEOUT: bad }), { message: /DB_IDLE_TRANSACTION_TIMEOUT/ }, `"${bad}" is refused, naming the variable${bad === "60" ? " (60 ms: under a second)" : ""}`);
   }
 });
+
+t.test("connection settings: per-process bounds and idle timeouts that outlast a gateway's", async (t) => {
+  const c = loadConfig({}).connections;
+  t.same(c, { max: 1000, maxStreams: 1000, maxHealthWatches: 100, idleTimeoutMs: 75_000, pingIntervalMs: 30_000 });
+  t.ok(c.idleTimeoutMs > 60_000, "idle connections outlast nginx's upstream keepalive_timeout (60s)");
+  t.ok(c.pingIntervalMs < 60_000, "PINGs come more often than nginx's grpc_read_timeout (60s)");
+  const set = loadConfig({ MAX_CONNECTIONS: "50", MAX_CONCURRENT_STREAMS: "200", MAX_HEALTH_WATCHES: "5", IDLE_TIMEOUT: "2m", HTTP2_PING_INTERVAL: "10s" }).connections;
+  t.same(set, { max: 50, maxStreams: 200, maxHealthWatches: 5, idleTimeoutMs: 120_000, pingIntervalMs: 10_000 });
+  for (const [name, bad] of [["MAX_CONNECTIONS", "0"], ["MAX_CONCURRENT_STREAMS", "many"], ["MAX_HEALTH_WATCHES", "-1"], ["IDLE_TIMEOUT", "500ms"], ["HTTP2_PING_INTERVAL", "0s"]]) {
+    t.throws(() => loadConfig({ [name]: bad }), { message: new RegExp(`^${name} `) }, `${name}="${bad}" is refused, naming the variable`);
+  }
+});

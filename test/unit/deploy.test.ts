@@ -174,3 +174,15 @@ t.test("the compose stack: the service's variables are read and valid, everythin
   t.equal(env.S3_ENDPOINT, `http://127.0.0.1:${published("s3")}`, "moto where it is published");
   t.match(env.DATABASE_URL, `@127.0.0.1:${published("postgres")}/${services.postgres.environment!.POSTGRES_DB}`, "PostgreSQL where it is published");
 });
+
+t.test("the nginx example's timeouts fit the service's defaults", async (t) => {
+  const conf = read("deploy/nginx/video-service.conf");
+  const seconds = (directive: string) => [...conf.matchAll(new RegExp(`^\\s*${directive} (\\d+)s;`, "gm"))].map((m) => Number(m[1]) * 1000);
+  const { idleTimeoutMs, pingIntervalMs } = loadConfig({}).connections;
+  const keepalive = seconds("keepalive_timeout");
+  t.equal(keepalive.length, 2, "both upstream pools keep connections alive");
+  for (const ms of keepalive) t.ok(ms < idleTimeoutMs, `nginx closes an idle upstream connection (${ms} ms) before the service does (IDLE_TIMEOUT ${idleTimeoutMs} ms)`);
+  const grpcRead = seconds("grpc_read_timeout");
+  t.equal(grpcRead.length, 1);
+  t.ok(grpcRead[0] > pingIntervalMs, `grpc_read_timeout (${grpcRead[0]} ms) outlasts HTTP2_PING_INTERVAL (${pingIntervalMs} ms)`);
+});
