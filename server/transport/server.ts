@@ -24,6 +24,7 @@ import { MAX_UPLOAD_BYTES } from "../uploads/rules.js";
 import videoRoutes from "../videos/index.js";
 import healthRoutes, { readinessProbe } from "./health.js";
 import { observe, protocolOf, publicErrors, recordCall, requestIdFrom, requestInfoKey, wireProtocolKey } from "./interceptors.js";
+import { clampDeadline } from "./deadline.js";
 import { createListener, type NodeRequest, type NodeResponse } from "./listener.js";
 import { reflectionRoutes } from "./reflection.js";
 import { createRestUploadHandler } from "./rest-upload.js";
@@ -122,9 +123,10 @@ export function createServer(ctx: AppContext) {
           requestId: requestIdFrom(req.headers["x-request-id"] as string | undefined),
         });
       };
+      const header = clampDeadline(webHeaders(req), ctx.cfg.limits.maxRequestMs);
       const call = plainGrpc
-        ? grpcUnary.serve(req, res, uHandler, values, ended)
-        : uHandler(universalRequest(req, res, { body: requestBody(req), header: webHeaders(req), contextValues: values })).then((uRes) =>
+        ? grpcUnary.serve(req, res, uHandler, header, values, ended)
+        : uHandler(universalRequest(req, res, { body: requestBody(req), header, contextValues: values })).then((uRes) =>
             sendUniversalResponse(uRes, res, singleResponse(uHandler), ended),
           );
       call.catch((e: unknown) => ctx.logger.warn("response not delivered", { procedure: path, error: String(e) }));
@@ -445,8 +447,7 @@ function grpcUnaryTranscoder(opt: { readMaxBytes: number; maxTimeoutMs: number }
     return type !== undefined && GRPC_BINARY.test(type) && (encoding === undefined || encoding === "identity");
   }
 
-  async function serve(req: NodeRequest, res: NodeResponse, h: UniversalHandler, values: ContextValues, onError: (error: ConnectError) => void): Promise<void> {
-    const header = webHeaders(req);
+  async function serve(req: NodeRequest, res: NodeResponse, h: UniversalHandler, header: Headers, values: ContextValues, onError: (error: ConnectError) => void): Promise<void> {
     // Read at most one message's worth; anything bigger is connect-es's to refuse.
     const reader = new BodyReader(req);
     const chunks: Buffer[] = [];
