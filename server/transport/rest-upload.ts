@@ -76,6 +76,12 @@ export function createRestUploadHandler(router: ConnectRouter, o: { contextValue
   return (req: NodeRequest, res: NodeResponse): boolean => {
     const m = ROUTE.exec((req.url ?? "").split("?")[0]);
     if (!m || req.method !== "PUT") return false;
+    // The body is stored byte for byte: a compressed one would be stored compressed.
+    const coding = String(req.headers["content-encoding"] ?? "identity").trim().toLowerCase();
+    if (coding !== "identity") {
+      sendRestError(res, 415, Code.InvalidArgument, "content-encoding is not supported here: send the file's bytes as they are");
+      return true;
+    }
     void (async () => {
       const header = forwardHeaders(req, new Headers({ "content-type": "application/connect+proto" }));
       const checksum = String(req.headers["x-checksum-sha256"] ?? req.headers["x-amz-checksum-sha256"] ?? "");

@@ -10,6 +10,7 @@ import { RequestMappingError, checkRoutes, matchPath, requestJson, routesOf, spl
 import { authenticatedKey } from "../auth/authenticate.js";
 import { requestIdFrom, restRouteKey } from "./interceptors.js";
 import type { UniversalRequestFactory } from "./server.js";
+import { COMPRESS_MIN_BYTES, decodeBody, negotiateEncoding } from "./compression.js";
 import { codeFromConnectName, httpStatusOf, statusNameOf } from "./status.js";
 
 // REST (JSON over HTTP/1.1 or HTTP/2) transcoded onto the very handlers that
@@ -88,17 +89,33 @@ export function sendRestError(res: NodeResponse, httpStatus: number, code: Code,
   send(res, httpStatus, body, extraHeaders);
 }
 
-/** A JSON REST response with the security headers every REST answer carries. */
+/**
+ * A JSON REST response with the security headers every REST answer carries,
+ * gzip-compressed when the request's Accept-Encoding allows it and the body
+ * is worth it.
+ */
 export function send(res: NodeResponse, status: number, body: string, extraHeaders: Record<string, string> = {}) {
   if (res.headersSent) return;
   const headers: Record<string, string | number> = {
     ...SECURITY_HEADERS,
     ...extraHeaders,
+    vary: "accept-encoding",
     "content-type": "application/json; charset=utf-8",
-    "content-length": Buffer.byteLength(body),
   };
-  (res as http.ServerResponse).writeHead(status, headers);
-  res.end(body);
+  const bytes = Buffer.from(body);
+  const encoding = bytes.length >= COMPRESS_MIN_BYTES ? negotiateEncoding(res.req.headers["accept-encoding"]) : undefined;
+  const write = (out: Uint8Array, coding?: string) => {
+    if (res.headersSent || res.destroyed) return;
+    if (coding) headers["content-encoding"] = coding;
+    headers["content-length"] = out.byteLength;
+    (res as http.ServerResponse).writeHead(status, headers);
+    res.end(out);
+  };
+  if (!encoding) return write(bytes);
+  encoding.compress(bytes).then(
+    (zipped) => write(zipped, encoding.name),
+    () => write(bytes),
+  );
 }
 
 const NO_BODY = Buffer.alloc(0);
@@ -118,6 +135,19 @@ async function readBody(req: NodeRequest, limit: number): Promise<Buffer> {
     chunks.push(chunk);
   }
   return Buffer.concat(chunks);
+}
+
+/** The body per its Content-Encoding, bounded by the body limit once decoded too. */
+async function decodeRestBody(bytes: Buffer, contentEncoding: string | undefined, limit: number): Promise<Buffer> {
+  try {
+    const out = await decodeBody(bytes, contentEncoding, limit);
+    return Buffer.isBuffer(out) ? out : Buffer.from(out);
+  } catch (e) {
+    const err = ConnectError.from(e);
+    if (err.code === Code.Unimplemented) throw new RestError(Code.InvalidArgument, err.rawMessage, 415);
+    if (err.code === Code.ResourceExhausted) throw new RestError(Code.InvalidArgument, `request body exceeds ${limit} bytes once decoded`, 413);
+    throw new RestError(Code.InvalidArgument, err.rawMessage);
+  }
 }
 
 function parseJsonBody(bytes: Buffer, contentType: string | undefined): JsonValue | undefined {
@@ -282,7 +312,7 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     progress.route = `${route.httpMethod} ${route.template}`;
     const caller = await options.authenticate?.(String(req.headers.authorization ?? ""));
     const hasBody = route.body !== "";
-    const bytes = await readBody(req, options.maxBodyBytes);
+    const bytes = await decodeRestBody(await readBody(req, options.maxBodyBytes), req.headers["content-encoding"], options.maxBodyBytes);
     const body = hasBody ? parseJsonBody(bytes, req.headers["content-type"]) : undefined;
     let request: JsonObject;
     try {
