@@ -1,6 +1,7 @@
-import { isIP } from "node:net";
+import { isIP, type BlockList } from "node:net";
 import path from "node:path";
 import { keyFromFile } from "./auth/jwt.js";
+import { parseTrustedProxies } from "./transport/forwarded.js";
 
 // Every environment variable the service reads, parsed and validated in one
 // place. A bad value fails start-up with one line naming the variable.
@@ -17,6 +18,8 @@ export interface Config {
   logLevel: string;
   shutdownGraceMs: number;
   limits: { maxBodyBytes: number; maxRequestMs: number };
+  /** Proxies whose Forwarded / X-Forwarded-* headers are believed; undefined: none. */
+  trustedProxies: BlockList | undefined;
   migrationsDir: string;
   storage: {
     s3:
@@ -34,6 +37,8 @@ export interface Config {
         }
       | undefined;
     publicBaseUrl: string;
+    /** PUBLIC_BASE_URL was set: it wins over what trusted proxies forward. */
+    publicBaseUrlSet: boolean;
     uploadExpiryMs: number;
     multipartThresholdBytes: number;
     partSizeBytes: number;
@@ -194,10 +199,19 @@ function storage(env: Env, host: string, port: number, tls: boolean): Config["st
         }
       : undefined,
     publicBaseUrl,
+    publicBaseUrlSet: Boolean(env.PUBLIC_BASE_URL?.trim()),
     uploadExpiryMs: duration(env, "UPLOAD_EXPIRY", 24 * UNITS.h),
     multipartThresholdBytes: int(env, "UPLOAD_MULTIPART_THRESHOLD_MB", 100, 5, 5 * 1024) * MiB,
     partSizeBytes,
   };
+}
+
+function trustedProxies(env: Env): BlockList | undefined {
+  const raw = env.TRUSTED_PROXIES?.trim();
+  if (!raw) return undefined;
+  const parsed = parseTrustedProxies(raw);
+  if ("invalid" in parsed) throw new ConfigError(`TRUSTED_PROXIES must be IP addresses or CIDRs separated by commas, got "${parsed.invalid}"`);
+  return parsed;
 }
 
 const LOG_LEVELS = ["error", "warn", "info", "http", "verbose", "debug", "silly"];
@@ -254,6 +268,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxBodyBytes: int(env, "MAX_BODY_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
       maxRequestMs: int(env, "MAX_REQUEST_MS", 30_000, 100, 3_600_000),
     },
+    trustedProxies: trustedProxies(env),
     events: events(env),
     tracing: tracing(env),
     storage: storage(env, host, port, Boolean(certFile && keyFile)),

@@ -191,7 +191,7 @@ export class FsStore implements ObjectStore {
 
   // ---- ObjectStore ----
 
-  async presignPut(key: string, o: { contentType: string; sizeBytes: number; checksumSha256?: string; expiresInS: number }): Promise<PresignedPut> {
+  async presignPut(key: string, o: { contentType: string; sizeBytes: number; checksumSha256?: string; expiresInS: number; baseUrl?: string }): Promise<PresignedPut> {
     return this.call(async () => {
       this.objectFile(key);
       checkContentType(o.contentType);
@@ -207,7 +207,7 @@ export class FsStore implements ObjectStore {
         if (!SHA256_HEX.test(sha)) throw new FsObjectError("InvalidArgument", 400, "invalid SHA-256 checksum");
         params.set("X-Vms-Sha256", sha);
       }
-      return { url: signedUrl(this.publicBaseUrl, this.signingKey, "PUT", key, params), headers: { "content-type": o.contentType } };
+      return { url: signedUrl(o.baseUrl ?? this.publicBaseUrl, this.signingKey, "PUT", key, params), headers: { "content-type": o.contentType } };
     });
   }
 
@@ -225,7 +225,7 @@ export class FsStore implements ObjectStore {
     });
   }
 
-  async presignPart(key: string, uploadId: string, partNumber: number, expiresInS: number): Promise<string> {
+  async presignPart(key: string, uploadId: string, partNumber: number, expiresInS: number, baseUrl?: string): Promise<string> {
     return this.call(async () => {
       this.objectFile(key);
       this.uploadDir(uploadId);
@@ -236,7 +236,7 @@ export class FsStore implements ObjectStore {
         ["X-Vms-Upload", uploadId],
         ["X-Vms-Part", String(partNumber)],
       ]);
-      return signedUrl(this.publicBaseUrl, this.signingKey, "PUT", key, params);
+      return signedUrl(baseUrl ?? this.publicBaseUrl, this.signingKey, "PUT", key, params);
     });
   }
 

@@ -70,7 +70,7 @@ function envelopes(body: Buffer): { flags: number; data: Buffer }[] {
   return out;
 }
 
-export function createRestUploadHandler(router: ConnectRouter, o: { contextValues: () => ContextValues; universalRequest: UniversalRequestFactory }) {
+export function createRestUploadHandler(router: ConnectRouter, o: { contextValues: (req: NodeRequest) => ContextValues; universalRequest: UniversalRequestFactory }) {
   const handler = router.handlers.find((h) => h.requestPath === PATH);
   if (!handler) throw new Error(`${PATH} is not registered`);
   return (req: NodeRequest, res: NodeResponse): boolean => {
@@ -90,7 +90,7 @@ export function createRestUploadHandler(router: ConnectRouter, o: { contextValue
         path: PATH,
         header,
         body: requestStream(req, decodeURIComponent(m[1]), String(req.headers["content-type"] ?? ""), checksum),
-        contextValues: o.contextValues().set(restRouteKey, "PUT /videos/{id}/content"),
+        contextValues: o.contextValues(req).set(restRouteKey, "PUT /videos/{id}/content"),
       });
       const uRes = await handler(uReq);
       const chunks: Uint8Array[] = [];

@@ -31,7 +31,7 @@ export interface RestOptions {
    * Requests refused here, before the interceptor chain (no route, a body
    * that does not decode): counted and logged like every other call.
    */
-  onRefused: (call: RefusedCall) => void;
+  onRefused: (call: RefusedCall, req: NodeRequest) => void;
   /**
    * With auth on: verifies the Authorization header before the body is read,
    * so a caller without a valid token learns nothing of the validation rules.
@@ -370,7 +370,7 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
         // Never reached the interceptor chain: record it here, with a request id.
         const requestId = requestIdFrom(req.headers["x-request-id"] as string | undefined);
         sendRestError(res, refused.httpStatus, refused.code, refused.message, refused.details, { ...refused.headers, "x-request-id": requestId });
-        options.onRefused({ procedure: progress.procedure, route: progress.route, code: refused.code, seconds: (performance.now() - started) / 1000, requestId });
+        options.onRefused({ procedure: progress.procedure, route: progress.route, code: refused.code, seconds: (performance.now() - started) / 1000, requestId }, req);
       });
     },
   };

@@ -19,11 +19,13 @@ import eventRoutes from "../events/event-service.js";
 import { OutboxRelay } from "../events/relay.js";
 import { createFsObjectHandler } from "../storage/fs-object-routes.js";
 import { FsStore } from "../storage/fs-store.js";
+import { publicBaseUrlKey } from "../storage/object-store.js";
 import { startStorageUpkeep } from "../uploads/storage-janitor.js";
 import { MAX_UPLOAD_BYTES } from "../uploads/rules.js";
 import videoRoutes from "../videos/index.js";
 import healthRoutes, { readinessProbe } from "./health.js";
-import { observe, protocolOf, publicErrors, recordCall, requestIdFrom, requestInfoKey, wireProtocolKey } from "./interceptors.js";
+import { clientOf, publicBaseUrl, type ForwardingHeaders } from "./forwarded.js";
+import { clientAddressKey, observe, protocolOf, publicErrors, recordCall, requestIdFrom, requestInfoKey, wireProtocolKey } from "./interceptors.js";
 import { ACCEPTED_ENCODINGS, COMPRESS_MIN_BYTES, COMPRESSIONS, decodeBody } from "./compression.js";
 import { clampDeadline } from "./deadline.js";
 import { createListener, type NodeRequest, type NodeResponse } from "./listener.js";
@@ -67,13 +69,21 @@ export function createServer(ctx: AppContext) {
   healthRoutes(probe, shutdown.signal)(router);
   reflectionRoutes([VideoService, EventService, AuditService, Health])(router);
 
-  const contextValues = () => createContextValues();
+  // Forwarded proto/host make the filesystem store's URLs when the operator
+  // has not fixed them with PUBLIC_BASE_URL.
+  const urlsFromProxies = ctx.cfg.trustedProxies !== undefined && !ctx.cfg.storage.publicBaseUrlSet && ctx.store instanceof FsStore;
+  const contextValues = (req: NodeRequest) => {
+    const client = clientOf(req.socket.remoteAddress ?? "", forwardingHeaders(req), ctx.cfg.trustedProxies);
+    const values = createContextValues().set(clientAddressKey, client.address);
+    const base = urlsFromProxies ? publicBaseUrl(client, req instanceof http2.Http2ServerRequest ? req.authority : req.headers.host) : undefined;
+    return base ? values.set(publicBaseUrlKey, base) : values;
+  };
   const rest = createRestHandler(router, {
     maxBodyBytes: ctx.cfg.limits.maxBodyBytes,
     contextValues,
     universalRequest,
     onInternalError: (e) => ctx.logger.error("rest call failed", { error: e instanceof Error ? e.stack : String(e) }),
-    onRefused: (c) => recordCall(ctx.logger, ctx.metrics, { ...c, protocol: "rest", code: Code[c.code] }),
+    onRefused: (c, req) => recordCall(ctx.logger, ctx.metrics, { ...c, protocol: "rest", code: Code[c.code], clientAddress: clientOf(req.socket.remoteAddress ?? "", forwardingHeaders(req), ctx.cfg.trustedProxies).address }),
     authenticate: verifier && verifyAuthorization(verifier),
   });
   const rpc = new Map(router.handlers.map((h) => [h.requestPath, h]));
@@ -111,7 +121,7 @@ export function createServer(ctx: AppContext) {
     const uHandler = rpc.get(path);
     if (uHandler) {
       const started = performance.now();
-      const values = contextValues();
+      const values = contextValues(req);
       const plainGrpc = grpcUnary.accepts(req, uHandler);
       // gRPC: every response says which message encodings requests may use.
       if (String(req.headers["content-type"]).startsWith("application/grpc")) res.setHeader("grpc-accept-encoding", ACCEPTED_ENCODINGS);
@@ -126,6 +136,7 @@ export function createServer(ctx: AppContext) {
           code: Code[error.code],
           seconds: (performance.now() - started) / 1000,
           requestId: requestIdFrom(req.headers["x-request-id"] as string | undefined),
+          clientAddress: values.get(clientAddressKey),
         });
       };
       const header = clampDeadline(webHeaders(req), ctx.cfg.limits.maxRequestMs);
@@ -193,6 +204,20 @@ export function createServer(ctx: AppContext) {
       await relay.stop();
       await upkeep?.stop();
     },
+  };
+}
+
+const header = (req: NodeRequest, name: string) => {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v.join(",") : v;
+};
+
+function forwardingHeaders(req: NodeRequest): ForwardingHeaders {
+  return {
+    forwarded: header(req, "forwarded"),
+    xForwardedFor: header(req, "x-forwarded-for"),
+    xForwardedProto: header(req, "x-forwarded-proto"),
+    xForwardedHost: header(req, "x-forwarded-host"),
   };
 }
 
