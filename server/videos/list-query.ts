@@ -13,6 +13,24 @@ import { isUuid, normaliseTags } from "./rules.js";
 // different query.
 
 export const PAGE_SIZE = { default: 50, max: 1000 };
+// A page also stops short of this many bytes (binary protobuf), so it fits
+// the 4 MiB receive limit gRPC clients have by default (1,000 videos with
+// long descriptions and labels run to tens of MB). AIP-158: a page may hold
+// fewer than page_size results; next_page_token continues after the last one.
+export const MAX_PAGE_BYTES = 3 * 1024 * 1024;
+
+/**
+ * How many of the results, in order, make a page: as many as fit in
+ * maxBytes, at least one (a single result never exceeds it).
+ */
+export function pageLength(sizes: readonly number[], maxBytes: number): number {
+  let total = 0;
+  for (let i = 0; i < sizes.length; i++) {
+    total += sizes[i];
+    if (total > maxBytes) return Math.max(i, 1);
+  }
+  return sizes.length;
+}
 
 export type SortColumn = "create_time" | "update_time" | "title";
 export interface Order {
