@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import type * as http from "node:http";
 import http2 from "node:http2";
 import type { JsonValue } from "@bufbuild/protobuf";
-import { Code, ConnectError, createConnectRouter, createContextValues, type ContextValues } from "@connectrpc/connect";
+import { Code, ConnectError, createConnectRouter, type ContextValues } from "@connectrpc/connect";
 import { universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { compressedFlag, type UniversalHandler, type UniversalServerRequest, type UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { codeFromHttpStatus, codeToHttpStatus, errorFromJsonBytes, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
@@ -19,12 +19,11 @@ import eventRoutes from "../events/event-service.js";
 import { OutboxRelay } from "../events/relay.js";
 import { createFsObjectHandler } from "../storage/fs-object-routes.js";
 import { FsStore } from "../storage/fs-store.js";
-import { publicBaseUrlKey } from "../storage/object-store.js";
 import { startStorageUpkeep } from "../uploads/storage-janitor.js";
 import { MAX_UPLOAD_BYTES } from "../uploads/rules.js";
 import videoRoutes from "../videos/index.js";
 import healthRoutes, { readinessProbe } from "./health.js";
-import { clientOf, publicBaseUrl, type ForwardingHeaders } from "./forwarded.js";
+import { clientContext } from "./client-context.js";
 import { clientAddressKey, observe, protocolOf, publicErrors, recordCall, requestIdFrom, requestInfoKey, wireProtocolKey } from "./interceptors.js";
 import { ACCEPTED_ENCODINGS, COMPRESS_MIN_BYTES, COMPRESSIONS, decodeBody } from "./compression.js";
 import { clampDeadline } from "./deadline.js";
@@ -72,18 +71,13 @@ export function createServer(ctx: AppContext) {
   // Forwarded proto/host make the filesystem store's URLs when the operator
   // has not fixed them with PUBLIC_BASE_URL.
   const urlsFromProxies = ctx.cfg.trustedProxies !== undefined && !ctx.cfg.storage.publicBaseUrlSet && ctx.store instanceof FsStore;
-  const contextValues = (req: NodeRequest) => {
-    const client = clientOf(req.socket.remoteAddress ?? "", forwardingHeaders(req), ctx.cfg.trustedProxies);
-    const values = createContextValues().set(clientAddressKey, client.address);
-    const base = urlsFromProxies ? publicBaseUrl(client, req instanceof http2.Http2ServerRequest ? req.authority : req.headers.host) : undefined;
-    return base ? values.set(publicBaseUrlKey, base) : values;
-  };
+  const contextValues = clientContext(ctx.cfg.trustedProxies, urlsFromProxies);
   const rest = createRestHandler(router, {
     maxBodyBytes: ctx.cfg.limits.maxBodyBytes,
     contextValues,
     universalRequest,
     onInternalError: (e) => ctx.logger.error("rest call failed", { error: e instanceof Error ? e.stack : String(e) }),
-    onRefused: (c, req) => recordCall(ctx.logger, ctx.metrics, { ...c, protocol: "rest", code: Code[c.code], clientAddress: clientOf(req.socket.remoteAddress ?? "", forwardingHeaders(req), ctx.cfg.trustedProxies).address }),
+    onRefused: (c, req) => recordCall(ctx.logger, ctx.metrics, { ...c, protocol: "rest", code: Code[c.code], clientAddress: contextValues(req).get(clientAddressKey) }),
     authenticate: verifier && verifyAuthorization(verifier),
   });
   const rpc = new Map(router.handlers.map((h) => [h.requestPath, h]));
@@ -204,20 +198,6 @@ export function createServer(ctx: AppContext) {
       await relay.stop();
       await upkeep?.stop();
     },
-  };
-}
-
-const header = (req: NodeRequest, name: string) => {
-  const v = req.headers[name];
-  return Array.isArray(v) ? v.join(",") : v;
-};
-
-function forwardingHeaders(req: NodeRequest): ForwardingHeaders {
-  return {
-    forwarded: header(req, "forwarded"),
-    xForwardedFor: header(req, "x-forwarded-for"),
-    xForwardedProto: header(req, "x-forwarded-proto"),
-    xForwardedHost: header(req, "x-forwarded-host"),
   };
 }
 
@@ -460,10 +440,11 @@ export async function sendUniversalResponse(response: UniversalServerResponse, r
 // Only the plain case is transcoded: HTTP/2, POST, application/grpc or
 // application/grpc+proto, no message compression, exactly one uncompressed
 // message (the response is compressed as a Connect unary response would be,
-// grpc-accept-encoding standing in for accept-encoding), a grpc-timeout (if any) of at least 1 ms within the limit. Anything
-// else (streaming methods, gRPC-JSON, compression, malformed framing, too
-// large) goes to connect-es's gRPC handler unchanged, with the bytes already
-// read replayed in front of the rest of the body.
+// grpc-accept-encoding standing in for accept-encoding), a grpc-timeout (if
+// any) of at least 1 ms within the limit. Anything else (streaming methods,
+// gRPC-JSON, compression, malformed framing, too large) goes to connect-es's
+// gRPC handler unchanged, with the bytes already read replayed in front of
+// the rest of the body.
 
 const GRPC_BINARY = /^application\/grpc(?:\+proto)?$/i;
 
