@@ -30,7 +30,8 @@ function forwardingHeaders(req: NodeRequest): ForwardingHeaders {
  */
 export function clientContext(trustedProxies: BlockList | undefined, urlsFromProxies: boolean): (req: NodeRequest) => ContextValues {
   return (req) => {
-    const client = clientOf(req.socket.remoteAddress ?? "", forwardingHeaders(req), trustedProxies);
+    // (An HTTP/1.1 request's socket is null once the connection has closed.)
+    const client = clientOf(req.socket?.remoteAddress ?? "", forwardingHeaders(req), trustedProxies);
     const values = createContextValues().set(clientAddressKey, client.address);
     const base = urlsFromProxies ? publicBaseUrl(client, req instanceof http2.Http2ServerRequest ? req.authority : req.headers.host) : undefined;
     return base ? values.set(publicBaseUrlKey, base) : values;

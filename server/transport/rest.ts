@@ -31,7 +31,7 @@ export interface RestOptions {
    * Requests refused here, before the interceptor chain (no route, a body
    * that does not decode): counted and logged like every other call.
    */
-  onRefused: (call: RefusedCall, req: NodeRequest) => void;
+  onRefused: (call: RefusedCall, values: ContextValues) => void;
   /**
    * With auth on: verifies the Authorization header before the body is read,
    * so a caller without a valid token learns nothing of the validation rules.
@@ -291,7 +291,7 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     dispatched: boolean;
   }
 
-  async function handle(req: NodeRequest, res: NodeResponse, progress: Progress): Promise<void> {
+  async function handle(req: NodeRequest, res: NodeResponse, progress: Progress, values: ContextValues): Promise<void> {
     const url = new URL(req.url ?? "/", "http://rest.invalid");
     let found;
     try {
@@ -333,7 +333,7 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
 
     const handler = handlers.get(route.method.parent.typeName + "/" + route.method.name)!;
     const header = forwardHeaders(req, new Headers({ "content-type": "application/json", "connect-protocol-version": "1" }));
-    const values = options.contextValues(req).set(restRouteKey, `${route.httpMethod} ${route.template}`);
+    values.set(restRouteKey, `${route.httpMethod} ${route.template}`);
     if (caller) values.set(callerKey, caller).set(authenticatedKey, true);
     const uReq = options.universalRequest(req, res, { body: request, header, contextValues: values, method: "POST", path: handler.requestPath });
     progress.dispatched = true;
@@ -360,7 +360,9 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     handle(req: NodeRequest, res: NodeResponse) {
       const started = performance.now();
       const progress: Progress = { procedure: "unmatched", dispatched: false };
-      handle(req, res, progress).catch((e: unknown) => {
+      // Taken while the connection is there: a refusal may be logged after the client left.
+      const values = options.contextValues(req);
+      handle(req, res, progress, values).catch((e: unknown) => {
         // A RestError, or a deliberate ConnectError (the bearer check), is the
         // caller's answer; anything else is ours, logged and not shown.
         const deliberate = e instanceof RestError ? e : e instanceof ConnectError && e.code !== Code.Internal ? new RestError(e.code, e.rawMessage) : undefined;
@@ -370,7 +372,7 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
         // Never reached the interceptor chain: record it here, with a request id.
         const requestId = requestIdFrom(req.headers["x-request-id"] as string | undefined);
         sendRestError(res, refused.httpStatus, refused.code, refused.message, refused.details, { ...refused.headers, "x-request-id": requestId });
-        options.onRefused({ procedure: progress.procedure, route: progress.route, code: refused.code, seconds: (performance.now() - started) / 1000, requestId }, req);
+        options.onRefused({ procedure: progress.procedure, route: progress.route, code: refused.code, seconds: (performance.now() - started) / 1000, requestId }, values);
       });
     },
   };

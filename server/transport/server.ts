@@ -77,7 +77,7 @@ export function createServer(ctx: AppContext) {
     contextValues,
     universalRequest,
     onInternalError: (e) => ctx.logger.error("rest call failed", { error: e instanceof Error ? e.stack : String(e) }),
-    onRefused: (c, req) => recordCall(ctx.logger, ctx.metrics, { ...c, protocol: "rest", code: Code[c.code], clientAddress: contextValues(req).get(clientAddressKey) }),
+    onRefused: (c, values) => recordCall(ctx.logger, ctx.metrics, { ...c, protocol: "rest", code: Code[c.code], clientAddress: values.get(clientAddressKey) }),
     authenticate: verifier && verifyAuthorization(verifier),
   });
   const rpc = new Map(router.handlers.map((h) => [h.requestPath, h]));
