@@ -1,8 +1,9 @@
-import { isIP } from "node:net";
+import { isIP, type BlockList } from "node:net";
 import path from "node:path";
 import { keyFromFile } from "./auth/jwt.js";
 import { list, parseFormat, parseOffset, parseSize, type MediaConfig } from "./media/settings.js";
 import { packageRoot } from "./package-files.js";
+import { parseTrustedProxies } from "./transport/forwarded.js";
 
 // Every environment variable the service reads, parsed and validated in one
 // place. A bad value fails start-up with one line naming the variable.
@@ -20,6 +21,8 @@ export interface Config {
   shutdownGraceMs: number;
   limits: { maxBodyBytes: number; maxRequestMs: number };
   connections: ConnectionsConfig;
+  /** Proxies whose Forwarded / X-Forwarded-* headers are believed; undefined: none. */
+  trustedProxies: BlockList | undefined;
   migrationsDir: string;
   storage: {
     s3:
@@ -37,6 +40,8 @@ export interface Config {
         }
       | undefined;
     publicBaseUrl: string;
+    /** PUBLIC_BASE_URL was set: it wins over what trusted proxies forward. */
+    publicBaseUrlSet: boolean;
     uploadExpiryMs: number;
     multipartThresholdBytes: number;
     partSizeBytes: number;
@@ -198,6 +203,7 @@ function storage(env: Env, host: string, port: number, tls: boolean): Config["st
         }
       : undefined,
     publicBaseUrl,
+    publicBaseUrlSet: Boolean(env.PUBLIC_BASE_URL?.trim()),
     uploadExpiryMs: duration(env, "UPLOAD_EXPIRY", 24 * UNITS.h),
     multipartThresholdBytes: int(env, "UPLOAD_MULTIPART_THRESHOLD_MB", 100, 5, 5 * 1024) * MiB,
     partSizeBytes,
@@ -261,6 +267,14 @@ function connections(env: Env): ConnectionsConfig {
   };
 }
 
+function trustedProxies(env: Env): BlockList | undefined {
+  const raw = env.TRUSTED_PROXIES?.trim();
+  if (!raw) return undefined;
+  const parsed = parseTrustedProxies(raw);
+  if ("invalid" in parsed) throw new ConfigError(`TRUSTED_PROXIES must be IP addresses or CIDRs separated by commas, got "${parsed.invalid}"`);
+  return parsed;
+}
+
 const LOG_LEVELS = ["error", "warn", "info", "http", "verbose", "debug", "silly"];
 
 export function isLoopback(host: string): boolean {
@@ -316,6 +330,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxRequestMs: int(env, "MAX_REQUEST_MS", 30_000, 100, 3_600_000),
     },
     connections: connections(env),
+    trustedProxies: trustedProxies(env),
     events: events(env),
     tracing: tracing(env),
     media: media(env),

@@ -194,7 +194,7 @@ export class FsStore implements ObjectStore {
 
   // ---- ObjectStore ----
 
-  async presignPut(key: string, o: { contentType: string; sizeBytes: number; checksumSha256?: string; expiresInS: number; createOnly?: boolean }): Promise<PresignedPut> {
+  async presignPut(key: string, o: { contentType: string; sizeBytes: number; checksumSha256?: string; expiresInS: number; createOnly?: boolean; baseUrl?: string }): Promise<PresignedPut> {
     return this.call(async () => {
       this.objectFile(key);
       checkContentType(o.contentType);
@@ -211,7 +211,7 @@ export class FsStore implements ObjectStore {
         params.set("X-Vms-Sha256", sha);
       }
       if (o.createOnly) params.set("X-Vms-If-None-Match", "*");
-      return { url: signedUrl(this.publicBaseUrl, this.signingKey, "PUT", key, params), headers: { "content-type": o.contentType } };
+      return { url: signedUrl(o.baseUrl ?? this.publicBaseUrl, this.signingKey, "PUT", key, params), headers: { "content-type": o.contentType } };
     });
   }
 
@@ -229,7 +229,7 @@ export class FsStore implements ObjectStore {
     });
   }
 
-  async presignPart(key: string, uploadId: string, partNumber: number, expiresInS: number, sizeBytes: number): Promise<string> {
+  async presignPart(key: string, uploadId: string, partNumber: number, expiresInS: number, sizeBytes: number, baseUrl?: string): Promise<string> {
     return this.call(async () => {
       this.objectFile(key);
       this.uploadDir(uploadId);
@@ -243,7 +243,7 @@ export class FsStore implements ObjectStore {
         // The most the part may hold (the routes refuse more).
         ["X-Vms-Size", String(sizeBytes)],
       ]);
-      return signedUrl(this.publicBaseUrl, this.signingKey, "PUT", key, params);
+      return signedUrl(baseUrl ?? this.publicBaseUrl, this.signingKey, "PUT", key, params);
     });
   }
 

@@ -1,4 +1,5 @@
 import type { Readable } from "node:stream";
+import { createContextKey } from "@connectrpc/connect";
 
 // Object storage: S3 (or any S3-compatible store) and, on the embedded
 // defaults, the local filesystem with URLs signed and served by this service.
@@ -28,18 +29,26 @@ export interface MultipartUpload {
   initiated: Date;
 }
 
+/**
+ * Set by the transport when a trusted proxy forwarded the address the caller
+ * reached this service at (and PUBLIC_BASE_URL is unset): where the
+ * filesystem store's signed URLs for this call point.
+ */
+export const publicBaseUrlKey = createContextKey<string | undefined>(undefined, { description: "public base URL of this call" });
+
 export interface ObjectStore {
   readonly kind: "s3" | "filesystem";
   /**
    * A URL that PUTs exactly sizeBytes (and the checksum, when given) to key.
    * With createOnly it never replaces an object: once one is at key, a PUT
    * through the URL is refused (412) — what keeps a completed upload's
-   * object from being swapped through its old URL.
+   * object from being swapped through its old URL. baseUrl: where URLs served
+   * by this service point, for this caller (the filesystem store; S3 has its own).
    */
-  presignPut(key: string, o: { contentType: string; sizeBytes: number; checksumSha256?: string; expiresInS: number; createOnly?: boolean }): Promise<PresignedPut>;
+  presignPut(key: string, o: { contentType: string; sizeBytes: number; checksumSha256?: string; expiresInS: number; createOnly?: boolean; baseUrl?: string }): Promise<PresignedPut>;
   createMultipartUpload(key: string, contentType: string): Promise<string>;
   /** A URL that PUTs part partNumber of at most sizeBytes (S3: exactly; the length is signed). */
-  presignPart(key: string, uploadId: string, partNumber: number, expiresInS: number, sizeBytes: number): Promise<string>;
+  presignPart(key: string, uploadId: string, partNumber: number, expiresInS: number, sizeBytes: number, baseUrl?: string): Promise<string>;
   /**
    * Completes with every part uploaded so far, in part-number order — only if
    * they add up to expectedSizeBytes (otherwise FAILED_PRECONDITION, and the

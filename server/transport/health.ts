@@ -1,6 +1,7 @@
 import type { ConnectRouter } from "@connectrpc/connect";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../../gen/health/v1/health_pb.js";
+import { AuditService } from "../../gen/video/v1/audit_service_pb.js";
 import { EventService } from "../../gen/video/v1/event_service_pb.js";
 import { VideoService } from "../../gen/video/v1/video_service_pb.js";
 import type { AppContext } from "../context.js";
@@ -46,7 +47,7 @@ const sleep = (ms: number, signal: AbortSignal) =>
     signal.addEventListener("abort", done, { once: true });
   });
 
-const SERVICES = new Set(["", VideoService.typeName, EventService.typeName]);
+const SERVICES = new Set(["", VideoService.typeName, EventService.typeName, AuditService.typeName]);
 
 // Watch needs no credentials and holds a stream for as long as the caller
 // likes: at most maxWatches at once per process, so they cannot take the

@@ -11,6 +11,9 @@ import { undecodableRequest } from "./undecodable.js";
 /** The call's request id (x-request-id or generated) and W3C trace id, for logs and the audit trail. */
 export const requestInfoKey = createContextKey({ requestId: "", traceId: "" }, { description: "request id and trace id" });
 
+/** Set by the transport: the caller's address (forwarded.ts: through trusted proxies only). */
+export const clientAddressKey = createContextKey("", { description: "client address" });
+
 /** Set by the REST layer: the route a call came in on ("GET /videos/{id}"). */
 export const restRouteKey = createContextKey<string | undefined>(undefined, { description: "REST route" });
 
@@ -57,6 +60,7 @@ export function observe(logger: winston.Logger, metrics: Metrics, tracer: Tracer
     const restRoute = req.contextValues.get(restRouteKey);
     const protocol = protocolOf(req.header.get("content-type"), restRoute, req.contextValues.get(wireProtocolKey));
     const procedure = `${req.service.typeName}/${req.method.name}`;
+    const clientAddress = req.contextValues.get(clientAddressKey);
     const parent = traceContext.extract(ROOT_CONTEXT, req.header, headerGetter);
     const span = tracer.startSpan(restRoute ?? procedure, {
       kind: SpanKind.SERVER,
@@ -66,6 +70,7 @@ export function observe(logger: winston.Logger, metrics: Metrics, tracer: Tracer
         "rpc.method": req.method.name,
         ...(restRoute ? { "http.route": restRoute, "http.request.method": req.requestMethod } : {}),
         "vms.protocol": protocol,
+        ...(clientAddress ? { "client.address": clientAddress } : {}),
         "vms.request_id": requestId,
       },
     }, parent);
@@ -88,6 +93,7 @@ export function observe(logger: winston.Logger, metrics: Metrics, tracer: Tracer
         code: codeName,
         seconds: (performance.now() - started) / 1000,
         requestId,
+        clientAddress,
         ...(traceId ? { traceId, spanId: spanContext.spanId } : {}),
       });
     };
@@ -145,6 +151,7 @@ export interface CallRecord {
   code: string;
   seconds: number;
   requestId: string;
+  clientAddress?: string;
   traceId?: string;
   spanId?: string;
 }
@@ -166,6 +173,7 @@ export function recordCall(logger: winston.Logger, metrics: Metrics, c: CallReco
     code: c.code,
     duration_ms: Math.round(c.seconds * 1e6) / 1e3,
     request_id: c.requestId,
+    ...(c.clientAddress ? { client_address: c.clientAddress } : {}),
     ...(c.traceId ? { trace_id: c.traceId, span_id: c.spanId } : {}),
   });
 }

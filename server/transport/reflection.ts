@@ -21,6 +21,8 @@ import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, type ConnectRouter } from "@connectrpc/connect";
 import * as v1 from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import * as v1alpha from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { file_google_rpc_error_details } from "../../gen/google/rpc/error_details_pb.js";
+import { file_google_rpc_status } from "../../gen/google/rpc/status_pb.js";
 
 type Request = v1.ServerReflectionRequest;
 type Response = v1.ServerReflectionResponse;
@@ -38,6 +40,11 @@ export function reflectionRoutes(services: DescService[]): (router: ConnectRoute
     f.dependencies.forEach(addFile);
   };
   all.forEach((s) => addFile(s.file));
+  // Errors carry google.rpc.Status details (BadRequest, ErrorInfo…) as Any
+  // messages that no service's schema mentions: without their files a client
+  // resolving through reflection (buf curl, grpcurl) shows them as base64.
+  addFile(file_google_rpc_status);
+  addFile(file_google_rpc_error_details);
   const registry = createRegistry(...files.values());
 
   const encoded = new Map<DescFile, Uint8Array>();

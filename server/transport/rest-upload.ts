@@ -73,16 +73,22 @@ function envelopes(body: Buffer): { flags: number; data: Buffer }[] {
   return out;
 }
 
-export function createRestUploadHandler(router: ConnectRouter, o: { contextValues: () => ContextValues; universalRequest: UniversalRequestFactory }) {
+export function createRestUploadHandler(router: ConnectRouter, o: { contextValues: (req: NodeRequest) => ContextValues; universalRequest: UniversalRequestFactory }) {
   const handler = router.handlers.find((h) => h.requestPath === PATH);
   if (!handler) throw new Error(`${PATH} is not registered`);
   return (req: NodeRequest, res: NodeResponse): boolean => {
     const m = ROUTE.exec((req.url ?? "").split("?")[0]);
     if (!m || req.method !== "PUT") return false;
+    // The body is stored byte for byte: a compressed one would be stored compressed.
+    const coding = String(req.headers["content-encoding"] ?? "identity").trim().toLowerCase();
+    if (coding !== "identity") {
+      sendRestError(res, 415, Code.InvalidArgument, "content-encoding is not supported here: send the file's bytes as they are");
+      return true;
+    }
     void (async () => {
       const header = forwardHeaders(req, new Headers({ "content-type": "application/connect+proto" }));
       const checksum = String(req.headers["x-checksum-sha256"] ?? req.headers["x-amz-checksum-sha256"] ?? "");
-      const contextValues = o.contextValues().set(restRouteKey, "PUT /videos/{id}/content");
+      const contextValues = o.contextValues(req).set(restRouteKey, "PUT /videos/{id}/content");
       const end = trackStreamEnd(contextValues);
       const uReq = o.universalRequest(req, res, {
         method: "POST",

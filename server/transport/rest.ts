@@ -10,6 +10,7 @@ import { RequestMappingError, checkRoutes, matchPath, requestJson, routesOf, spl
 import { authenticatedKey } from "../auth/authenticate.js";
 import { requestIdFrom, restRouteKey } from "./interceptors.js";
 import type { UniversalRequestFactory } from "./server.js";
+import { COMPRESS_MIN_BYTES, decodeBody, negotiateEncoding } from "./compression.js";
 import { codeFromConnectName, httpStatusOf, statusNameOf } from "./status.js";
 
 // REST (JSON over HTTP/1.1 or HTTP/2) transcoded onto the very handlers that
@@ -32,7 +33,7 @@ export interface RestOptions {
    * Requests refused here, before the interceptor chain (no route, a body
    * that does not decode): counted and logged like every other call.
    */
-  onRefused: (call: RefusedCall) => void;
+  onRefused: (call: RefusedCall, values: ContextValues) => void;
   /**
    * With auth on: verifies the Authorization header before the body is read,
    * so a caller without a valid token learns nothing of the validation rules.
@@ -90,17 +91,33 @@ export function sendRestError(res: NodeResponse, httpStatus: number, code: Code,
   send(res, httpStatus, body, extraHeaders);
 }
 
-/** A JSON REST response with the security headers every REST answer carries. */
+/**
+ * A JSON REST response with the security headers every REST answer carries,
+ * gzip-compressed when the request's Accept-Encoding allows it and the body
+ * is worth it.
+ */
 export function send(res: NodeResponse, status: number, body: string, extraHeaders: Record<string, string> = {}) {
   if (res.headersSent) return;
   const headers: Record<string, string | number> = {
     ...SECURITY_HEADERS,
     ...extraHeaders,
+    vary: "accept-encoding",
     "content-type": "application/json; charset=utf-8",
-    "content-length": Buffer.byteLength(body),
   };
-  (res as http.ServerResponse).writeHead(status, headers);
-  res.end(body);
+  const bytes = Buffer.from(body);
+  const encoding = bytes.length >= COMPRESS_MIN_BYTES ? negotiateEncoding(res.req.headers["accept-encoding"]) : undefined;
+  const write = (out: Uint8Array, coding?: string) => {
+    if (res.headersSent || res.destroyed) return;
+    if (coding) headers["content-encoding"] = coding;
+    headers["content-length"] = out.byteLength;
+    (res as http.ServerResponse).writeHead(status, headers);
+    res.end(out);
+  };
+  if (!encoding) return write(bytes);
+  encoding.compress(bytes).then(
+    (zipped) => write(zipped, encoding.name),
+    () => write(bytes),
+  );
 }
 
 const NO_BODY = Buffer.alloc(0);
@@ -120,6 +137,19 @@ async function readBody(req: NodeRequest, limit: number): Promise<Buffer> {
     chunks.push(chunk);
   }
   return Buffer.concat(chunks);
+}
+
+/** The body per its Content-Encoding, bounded by the body limit once decoded too. */
+async function decodeRestBody(bytes: Buffer, contentEncoding: string | undefined, limit: number): Promise<Buffer> {
+  try {
+    const out = await decodeBody(bytes, contentEncoding, limit);
+    return Buffer.isBuffer(out) ? out : Buffer.from(out);
+  } catch (e) {
+    const err = ConnectError.from(e);
+    if (err.code === Code.Unimplemented) throw new RestError(Code.InvalidArgument, err.rawMessage, 415);
+    if (err.code === Code.ResourceExhausted) throw new RestError(Code.InvalidArgument, `request body exceeds ${limit} bytes once decoded`, 413);
+    throw new RestError(Code.InvalidArgument, err.rawMessage);
+  }
 }
 
 function parseJsonBody(bytes: Buffer, contentType: string | undefined): JsonValue | undefined {
@@ -263,7 +293,7 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     dispatched: boolean;
   }
 
-  async function handle(req: NodeRequest, res: NodeResponse, progress: Progress): Promise<void> {
+  async function handle(req: NodeRequest, res: NodeResponse, progress: Progress, values: ContextValues): Promise<void> {
     const url = new URL(req.url ?? "/", "http://rest.invalid");
     let found;
     try {
@@ -286,7 +316,8 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     const hasBody = route.body !== "";
     // A google.api.HttpBody body field takes the raw bytes and their content type (AIP-127).
     const rawBody = hasBody && route.body !== "*" && route.method.input.fields.find((f) => f.name === route.body)?.message?.typeName === "google.api.HttpBody";
-    const bytes = await readBody(req, rawBody ? options.maxImageBytes : options.maxBodyBytes);
+    const limit = rawBody ? options.maxImageBytes : options.maxBodyBytes;
+    const bytes = await decodeRestBody(await readBody(req, limit), req.headers["content-encoding"], limit);
     const body = rawBody
       ? bytes.length > 0 ? { contentType: String(req.headers["content-type"] ?? ""), data: bytes.toString("base64") } : undefined
       : hasBody ? parseJsonBody(bytes, req.headers["content-type"]) : undefined;
@@ -309,7 +340,7 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
 
     const handler = handlers.get(route.method.parent.typeName + "/" + route.method.name)!;
     const header = forwardHeaders(req, new Headers({ "content-type": "application/json", "connect-protocol-version": "1" }));
-    const values = options.contextValues(req).set(restRouteKey, `${route.httpMethod} ${route.template}`);
+    values.set(restRouteKey, `${route.httpMethod} ${route.template}`);
     if (caller) values.set(callerKey, caller).set(authenticatedKey, true);
     const uReq = options.universalRequest(req, res, { body: request, header, contextValues: values, method: "POST", path: handler.requestPath });
     progress.dispatched = true;
@@ -336,7 +367,9 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     handle(req: NodeRequest, res: NodeResponse) {
       const started = performance.now();
       const progress: Progress = { procedure: "unmatched", dispatched: false };
-      handle(req, res, progress).catch((e: unknown) => {
+      // Taken while the connection is there: a refusal may be logged after the client left.
+      const values = options.contextValues(req);
+      handle(req, res, progress, values).catch((e: unknown) => {
         // A RestError, or a deliberate ConnectError (the bearer check), is the
         // caller's answer; anything else is ours, logged and not shown.
         const deliberate = e instanceof RestError ? e : e instanceof ConnectError && e.code !== Code.Internal ? new RestError(e.code, e.rawMessage) : undefined;
@@ -346,7 +379,7 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
         // Never reached the interceptor chain: record it here, with a request id.
         const requestId = requestIdFrom(req.headers["x-request-id"] as string | undefined);
         sendRestError(res, refused.httpStatus, refused.code, refused.message, refused.details, { ...refused.headers, "x-request-id": requestId });
-        options.onRefused({ procedure: progress.procedure, route: progress.route, code: refused.code, seconds: (performance.now() - started) / 1000, requestId });
+        options.onRefused({ procedure: progress.procedure, route: progress.route, code: refused.code, seconds: (performance.now() - started) / 1000, requestId }, values);
       });
     },
   };

@@ -2,9 +2,9 @@ import { readFileSync } from "node:fs";
 import type * as http from "node:http";
 import http2 from "node:http2";
 import type { JsonValue } from "@bufbuild/protobuf";
-import { Code, ConnectError, createConnectRouter, createContextValues, type ContextValues } from "@connectrpc/connect";
+import { Code, ConnectError, createConnectRouter, type ContextValues } from "@connectrpc/connect";
 import { universalResponseToNodeResponse } from "@connectrpc/connect-node";
-import type { UniversalHandler, UniversalServerRequest, UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { compressedFlag, type UniversalHandler, type UniversalServerRequest, type UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { codeFromHttpStatus, codeToHttpStatus, errorFromJsonBytes, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { contentTypeProto as grpcContentTypeProto, parseTimeout as parseGrpcTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { Health } from "../../gen/health/v1/health_pb.js";
@@ -27,7 +27,10 @@ import { MAX_UPLOAD_BYTES } from "../uploads/rules.js";
 import videoRoutes from "../videos/index.js";
 import { checkedRequestStream } from "./envelope-framing.js";
 import healthRoutes, { readinessProbe } from "./health.js";
-import { observe, protocolOf, publicErrors, recordCall, requestIdFrom, requestInfoKey, wireProtocolKey } from "./interceptors.js";
+import { clientContext } from "./client-context.js";
+import { clientAddressKey, observe, protocolOf, publicErrors, recordCall, requestIdFrom, requestInfoKey, wireProtocolKey } from "./interceptors.js";
+import { ACCEPTED_ENCODINGS, COMPRESS_MIN_BYTES, COMPRESSIONS, decodeBody } from "./compression.js";
+import { clampDeadline } from "./deadline.js";
 import { createListener, type NodeRequest, type NodeResponse } from "./listener.js";
 import { bodyDeadlineMs } from "./body-deadline.js";
 import { reflectionRoutes } from "./reflection.js";
@@ -60,6 +63,8 @@ export function createServer(ctx: AppContext) {
     ],
     readMaxBytes: ctx.cfg.limits.maxBodyBytes,
     maxTimeoutMs: ctx.cfg.limits.maxRequestMs,
+    acceptCompression: COMPRESSIONS,
+    compressMinBytes: COMPRESS_MIN_BYTES,
     // An unknown JSON field is refused (INVALID_ARGUMENT), as REST refuses it,
     // rather than silently dropped: a misspelt field must not look like success.
     jsonOptions: { ignoreUnknownFields: false },
@@ -70,14 +75,17 @@ export function createServer(ctx: AppContext) {
   healthRoutes(probe, shutdown.signal, ctx.cfg.connections.maxHealthWatches)(router);
   reflectionRoutes([VideoService, EventService, AuditService, Health])(router);
 
-  const contextValues = () => createContextValues();
+  // Forwarded proto/host make the filesystem store's URLs when the operator
+  // has not fixed them with PUBLIC_BASE_URL.
+  const urlsFromProxies = ctx.cfg.trustedProxies !== undefined && !ctx.cfg.storage.publicBaseUrlSet && ctx.store instanceof FsStore;
+  const contextValues = clientContext(ctx.cfg.trustedProxies, urlsFromProxies);
   const rest = createRestHandler(router, {
     maxBodyBytes: ctx.cfg.limits.maxBodyBytes,
     maxImageBytes: ctx.cfg.media.maxBytes,
     contextValues,
     universalRequest,
     onInternalError: (e) => ctx.logger.error("rest call failed", { error: e instanceof Error ? e.stack : String(e) }),
-    onRefused: (c) => recordCall(ctx.logger, ctx.metrics, { ...c, protocol: "rest", code: Code[c.code] }),
+    onRefused: (c, values) => recordCall(ctx.logger, ctx.metrics, { ...c, protocol: "rest", code: Code[c.code], clientAddress: values.get(clientAddressKey) }),
     authenticate: verifier && verifyAuthorization(verifier),
   });
   const rpc = new Map(router.handlers.map((h) => [h.requestPath, h]));
@@ -118,8 +126,10 @@ export function createServer(ctx: AppContext) {
     const uHandler = rpc.get(path);
     if (uHandler) {
       const started = performance.now();
-      const values = contextValues();
+      const values = contextValues(req);
       const plainGrpc = grpcUnary.accepts(req, uHandler);
+      // gRPC: every response says which message encodings requests may use.
+      if (String(req.headers["content-type"]).startsWith("application/grpc")) res.setHeader("grpc-accept-encoding", ACCEPTED_ENCODINGS);
       // connect-es refuses some requests before the interceptor chain runs (a
       // unary request that does not parse, a body over the limit, a bad
       // timeout): counted and logged here, as the chain does for the rest.
@@ -131,12 +141,14 @@ export function createServer(ctx: AppContext) {
           code: Code[error.code],
           seconds: (performance.now() - started) / 1000,
           requestId: requestIdFrom(req.headers["x-request-id"] as string | undefined),
+          clientAddress: values.get(clientAddressKey),
         });
       };
+      const header = clampDeadline(webHeaders(req), ctx.cfg.limits.maxRequestMs);
       const settled = singleResponse(uHandler) ? undefined : headersIfQuiet(req, res);
       const call = plainGrpc
-        ? grpcUnary.serve(req, res, uHandler, values, ended)
-        : uHandler(universalRequest(req, res, { body: callBody(req, uHandler, values, bodyDeadlineMs(req.headers, maxTimeoutMs)), header: webHeaders(req), contextValues: values }))
+        ? grpcUnary.serve(req, res, uHandler, header, values, ended)
+        : uHandler(universalRequest(req, res, { body: callBody(req, uHandler, values, bodyDeadlineMs(req.headers, maxTimeoutMs)), header, contextValues: values }))
             .finally(settled)
             .then((uRes) => sendUniversalResponse(uRes, res, singleResponse(uHandler), ended));
       call.catch((e: unknown) => ctx.logger.warn("response not delivered", { procedure: path, error: String(e) }));
@@ -426,17 +438,19 @@ export async function sendUniversalResponse(response: UniversalServerResponse, r
   // The client left; the call's signal has told the handler.
   if (res.writableEnded || (h2 ? res.stream.destroyed : res.destroyed)) return;
   let status = uRes.status;
+  const headers = nodeHeaders(uRes.header ?? new Headers());
   if (status !== 200 && uRes.trailer === undefined) {
-    // A Connect unary error: its status and JSON body.
-    const error = connectError(body ?? new Uint8Array(0), status);
+    // A Connect unary error: its status and JSON body (compressed if large).
+    const error = connectError(await decodedBody(uRes, body), status);
     const fixed = undecodableRequest(error);
     if (fixed) {
       status = codeToHttpStatus(fixed.code);
       body = errorToJsonBytes(fixed, {});
+      delete headers["content-encoding"];
     }
     onError(fixed ?? error);
+    if (res.writableEnded || (h2 ? res.stream.destroyed : res.destroyed)) return;
   }
-  const headers = nodeHeaders(uRes.header ?? new Headers());
   if (uRes.trailer === undefined) headers["content-length"] = String(body?.byteLength ?? 0);
   (res as http.ServerResponse).writeHead(status, headers);
   if (uRes.trailer !== undefined) res.addTrailers(nodeHeaders(uRes.trailer));
@@ -460,10 +474,12 @@ export async function sendUniversalResponse(response: UniversalServerResponse, r
 //
 // Only the plain case is transcoded: HTTP/2, POST, application/grpc or
 // application/grpc+proto, no message compression, exactly one uncompressed
-// message, a grpc-timeout (if any) of at least 1 ms within the limit. Anything
-// else (streaming methods, gRPC-JSON, compression, malformed framing, too
-// large) goes to connect-es's gRPC handler unchanged, with the bytes already
-// read replayed in front of the rest of the body.
+// message (the response is compressed as a Connect unary response would be,
+// grpc-accept-encoding standing in for accept-encoding), a grpc-timeout (if
+// any) of at least 1 ms within the limit. Anything else (streaming methods,
+// gRPC-JSON, compression, malformed framing, too large) goes to connect-es's
+// gRPC handler unchanged, with the bytes already read replayed in front of
+// the rest of the body.
 
 const GRPC_BINARY = /^application\/grpc(?:\+proto)?$/i;
 
@@ -480,8 +496,7 @@ function grpcUnaryTranscoder(opt: { readMaxBytes: number; maxTimeoutMs: number }
     return type !== undefined && GRPC_BINARY.test(type) && (encoding === undefined || encoding === "identity");
   }
 
-  async function serve(req: NodeRequest, res: NodeResponse, h: UniversalHandler, values: ContextValues, onError: (error: ConnectError) => void): Promise<void> {
-    const header = webHeaders(req);
+  async function serve(req: NodeRequest, res: NodeResponse, h: UniversalHandler, header: Headers, values: ContextValues, onError: (error: ConnectError) => void): Promise<void> {
     // Read at most one message's worth; anything bigger is connect-es's to refuse.
     const reader = new BodyReader(req, bodyDeadlineMs(req.headers, opt.maxTimeoutMs));
     const chunks: Buffer[] = [];
@@ -524,6 +539,8 @@ function grpcUnaryTranscoder(opt: { readMaxBytes: number; maxTimeoutMs: number }
     header.set("content-type", "application/proto");
     header.set("content-length", String(message.length));
     if (timeout.timeoutMs !== undefined) header.set("connect-timeout-ms", String(Math.floor(timeout.timeoutMs)));
+    const accepted = req.headers["grpc-accept-encoding"];
+    if (accepted) header.set("accept-encoding", String(accepted));
     const uRes = await h(universalRequest(req, res, { body: oneChunk(message), header, contextValues: values.set(wireProtocolKey, "grpc") }));
     let out: Uint8Array | undefined;
     if (uRes.body) for await (const chunk of uRes.body) out = out === undefined ? chunk : Buffer.concat([out, chunk]);
@@ -535,15 +552,18 @@ function grpcUnaryTranscoder(opt: { readMaxBytes: number; maxTimeoutMs: number }
       else if (!CONNECT_ONLY_HEADERS.includes(key)) responseHeader.append(key, value);
     });
     let data: Buffer | undefined;
+    const encoding = uRes.header?.get("content-encoding");
     if (uRes.status === 200) {
       setTrailerStatus(trailer, undefined);
       const payload = out ?? new Uint8Array(0);
+      // The Connect body compressed whole is the gRPC message compressed.
+      if (encoding) responseHeader.set("grpc-encoding", encoding);
       data = Buffer.allocUnsafe(5 + payload.byteLength);
-      data[0] = 0;
+      data[0] = encoding ? compressedFlag : 0;
       data.writeUInt32BE(payload.byteLength, 1);
       data.set(payload, 5);
     } else {
-      const error = connectError(out ?? new Uint8Array(0), uRes.status);
+      const error = connectError(await decodedBody(uRes, out), uRes.status);
       const sent = undecodableRequest(error) ?? error;
       onError(sent);
       setTrailerStatus(trailer, sent);
@@ -556,6 +576,12 @@ function grpcUnaryTranscoder(opt: { readMaxBytes: number; maxTimeoutMs: number }
   }
 
   return { accepts, serve };
+}
+
+/** A Connect unary response body as sent, decompressed (errors are read, not passed on). */
+function decodedBody(uRes: UniversalServerResponse, body: Uint8Array | undefined): Promise<Uint8Array> {
+  const bytes = body ?? new Uint8Array(0);
+  return decodeBody(bytes, uRes.header?.get("content-encoding") ?? undefined, 16 * 1024 * 1024).catch(() => bytes);
 }
 
 /** The error a Connect unary error response (status and JSON body) states. */

@@ -8,13 +8,14 @@ import { writeAccess } from "../auth/policy.js";
 import type { AppContext } from "../context.js";
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, type FieldViolation } from "../errors.js";
 import { sourceKey } from "../storage/keys.js";
+import { publicBaseUrlKey } from "../storage/object-store.js";
 import { isUuid, videoId } from "../videos/rules.js";
 import { videos } from "../videos/repository.js";
 import { uploads, type UploadRow } from "./repository.js";
 import { checksum, contentType, partLength, partSizeFor, sizeBytes } from "./rules.js";
 
 // Presigned URLs are short-lived copies of one session; each call signs anew.
-async function sessionUrls(ctx: AppContext, s: UploadRow) {
+async function sessionUrls(ctx: AppContext, s: UploadRow, baseUrl: string | undefined) {
   const expiresInS = Math.max(1, Math.floor((new Date(s.expire_time).getTime() - ctx.clock().getTime()) / 1000));
   const base = { uploadId: s.id, expireTime: timestampFromDate(new Date(s.expire_time)) };
   if (s.kind === "single") {
@@ -24,6 +25,7 @@ async function sessionUrls(ctx: AppContext, s: UploadRow) {
       checksumSha256: s.checksum_sha256 ?? undefined,
       expiresInS,
       createOnly: true,
+      baseUrl,
     });
     return { ...base, url: put.url, requiredHeaders: put.headers };
   }
@@ -32,7 +34,7 @@ async function sessionUrls(ctx: AppContext, s: UploadRow) {
   const count = Math.ceil(size / partSize);
   const parts = [];
   for (let n = 1; n <= count; n++) {
-    parts.push({ partNumber: n, url: await ctx.store.presignPart(s.object_key, s.store_upload_id!, n, expiresInS, partLength(n, size, partSize)) });
+    parts.push({ partNumber: n, url: await ctx.store.presignPart(s.object_key, s.store_upload_id!, n, expiresInS, partLength(n, size, partSize), baseUrl) });
   }
   return { ...base, partSize: BigInt(partSize), parts };
 }
@@ -58,7 +60,7 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
         if (earlier.content_type !== type || Number(earlier.size_bytes) !== size || (earlier.checksum_sha256 ?? undefined) !== sha) {
           throw alreadyExists(`request_id ${requestId} was already used for a different upload`);
         }
-        return sessionUrls(ctx, earlier);
+        return sessionUrls(ctx, earlier, hc.values.get(publicBaseUrlKey));
       }
     }
     if (video.state !== "pending_upload") throw failedPrecondition(`video ${id} is ${video.state}, not waiting for an upload`);
@@ -95,6 +97,6 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
       return recordAdminAction(trx, hc, id, { upload: { before: null, after } }, now);
     });
     logAudit(ctx.logger, audit);
-    return sessionUrls(ctx, { ...row, size_bytes: String(size), part_size: partSize === null ? null : String(partSize) });
+    return sessionUrls(ctx, { ...row, size_bytes: String(size), part_size: partSize === null ? null : String(partSize) }, hc.values.get(publicBaseUrlKey));
   },
 });

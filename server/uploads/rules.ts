@@ -4,6 +4,12 @@ import type { FieldViolation } from "../errors.js";
 
 const MiB = 1024 * 1024;
 export const MAX_UPLOAD_BYTES = 256 * 1024 * MiB;
+// Largest chunk one UploadVideoContent message may carry: clients commonly
+// chunk at gRPC's default 4 MiB message size. One message is the most a
+// stream buffers before the handler reads it.
+export const MAX_CONTENT_CHUNK_BYTES = 4 * MiB;
+// The message around such a chunk: its field tag (1 byte) and length (4).
+export const MAX_CONTENT_MESSAGE_BYTES = MAX_CONTENT_CHUNK_BYTES + 16;
 // S3's limits: at most 10,000 parts of 5 MiB to 5 GiB (the last may be smaller).
 export const MAX_PARTS = 10_000;
 const MIN_PART = 5 * MiB;

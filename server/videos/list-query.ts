@@ -13,6 +13,45 @@ import { isUuid, normaliseTags } from "./rules.js";
 // different query.
 
 export const PAGE_SIZE = { default: 50, max: 1000 };
+// A page also stops short of this many bytes (binary protobuf), so it fits
+// the 4 MiB receive limit gRPC clients have by default (1,000 videos with
+// long descriptions and labels run to tens of MB). AIP-158: a page may hold
+// fewer than page_size results; next_page_token continues after the last one.
+export const MAX_PAGE_BYTES = 3 * 1024 * 1024;
+
+/**
+ * At least as many bytes as the row takes in a protobuf message: every
+ * string at 3 bytes a UTF-16 unit (UTF-8's worst case), framing and scalars
+ * at their largest. Generic over the row's shape, so a new column is counted
+ * without a change here; cheap enough for every page, where encoding each
+ * video to measure it would cost more than encoding the page.
+ */
+export function bytesAtMost(value: unknown): number {
+  if (typeof value === "string") return 3 * value.length + 6;
+  if (typeof value !== "object" || value === null) return 11;
+  if (value instanceof Date) return 24;
+  let n = 6;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) n += bytesAtMost(value[i]);
+  } else {
+    const o = value as Record<string, unknown>;
+    for (const k in o) n += 3 * k.length + 6 + bytesAtMost(o[k]);
+  }
+  return n;
+}
+
+/**
+ * How many of the results, in order, make a page: as many as fit in
+ * maxBytes, at least one (a single result never exceeds it).
+ */
+export function pageLength(sizes: readonly number[], maxBytes: number): number {
+  let total = 0;
+  for (let i = 0; i < sizes.length; i++) {
+    total += sizes[i];
+    if (total > maxBytes) return Math.max(i, 1);
+  }
+  return sizes.length;
+}
 
 export type SortColumn = "create_time" | "update_time" | "title";
 export interface Order {

@@ -61,12 +61,15 @@ function behaviours(server: () => TestServer) {
       t.same(res.json, { status: "SERVING" });
     },
 
-    async "grpc.health.v1.Health/Check answers SERVING over gRPC, Connect and gRPC-Web"(t: T) {
+    async "grpc.health.v1.Health/Check and List answer SERVING for every service over gRPC, Connect and gRPC-Web"(t: T) {
       const s = server();
       for (const [name, transport] of Object.entries(s.transports)) {
         const health = createClient(Health, transport);
         t.equal((await health.check({})).status, Status.SERVING, `${name}: the server`);
-        t.equal((await health.check({ service: "video.v1.VideoService" })).status, Status.SERVING, `${name}: video.v1.VideoService`);
+        for (const service of ["video.v1.VideoService", "video.v1.EventService", "video.v1.AuditService"]) {
+          t.equal((await health.check({ service })).status, Status.SERVING, `${name}: ${service}`);
+        }
+        t.same(Object.keys((await health.list({})).statuses).sort(), ["", "video.v1.AuditService", "video.v1.EventService", "video.v1.VideoService"], `${name}: List names every service`);
         await expectCode(t, health.check({ service: "no.such.Service" }), Code.NotFound, undefined, `${name}: an unknown service`);
       }
       t.equal(await grpcJsHealth(s, ""), Status.SERVING, "@grpc/grpc-js");

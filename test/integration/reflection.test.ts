@@ -1,7 +1,5 @@
 import t from "tap";
 import http2 from "node:http2";
-import { execFile } from "node:child_process";
-import { fileURLToPath } from "node:url";
 import type { AddressInfo } from "node:net";
 import { create, fromBinary, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
@@ -13,17 +11,9 @@ import { Video_State, VideoSchema } from "../../gen/video/v1/video_pb.js";
 import { Health } from "../../gen/health/v1/health_pb.js";
 import * as v1 from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import * as v1alpha from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { bufCurl } from "../support/buf.js";
 
-const buf = fileURLToPath(new URL("../../node_modules/.bin/buf", import.meta.url));
-
-function runBuf(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(buf, ["curl", "--http2-prior-knowledge", ...args], { timeout: 60_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const runBuf = bufCurl;
 
 // A fixture: GetVideo answers with a fixed video, the rest is unimplemented.
 const routes = (router: ConnectRouter): void => {
@@ -95,6 +85,23 @@ t.test("buf curl uses server reflection", async (t) => {
   // Exit code 8 * 12 (UNIMPLEMENTED): the request was encoded and sent, the fixture just lacks ListVideos.
   t.equal(listCall.code, 96, listCall.stderr);
   t.match(listCall.stdout + listCall.stderr, /ListVideos is not implemented/);
+});
+
+t.test("reflection resolves google.rpc.Status and the error detail types", async (t) => {
+  const url = await startServer(t);
+  const client = createClient(v1.ServerReflection, createGrpcTransport({ baseUrl: url }));
+  const symbols = ["google.rpc.Status", "google.rpc.BadRequest", "google.rpc.ErrorInfo"];
+  const res = await ask<typeof v1.ServerReflectionRequestSchema, typeof v1.ServerReflectionResponseSchema>(
+    (r) => client.serverReflectionInfo(r),
+    symbols.map((value) => create(v1.ServerReflectionRequestSchema, { messageRequest: { case: "fileContainingSymbol", value } })),
+  );
+  const first = (r: v1.ServerReflectionResponse) =>
+    r.messageResponse.case === "fileDescriptorResponse" ? fromBinary(FileDescriptorProtoSchema, r.messageResponse.value.fileDescriptorProto[0]).name : r.messageResponse.case;
+  t.same(res.map(first), ["google/rpc/status.proto", "google/rpc/error_details.proto", "google/rpc/error_details.proto"]);
+  t.ok(
+    res.slice(0, 2).every((r) => r.messageResponse.case === "fileDescriptorResponse" && r.messageResponse.value.fileDescriptorProto.length >= 2),
+    "with their dependencies (google/protobuf/any.proto, duration.proto) the first time",
+  );
 });
 
 async function ask<Req extends DescMessage, Res extends DescMessage>(

@@ -7,7 +7,7 @@ import { Code } from "@connectrpc/connect";
 import { Video_State, type Video } from "../../gen/video/v1/video_pb.js";
 import { MAX_UPLOAD_BYTES } from "../../server/uploads/rules.js";
 import { createTestBucket } from "../support/s3.js";
-import { expectCode, expectRestError, type Asserts } from "../support/server.js";
+import { expectCode, expectRestError, rpcClients, type Asserts } from "../support/server.js";
 import {
   MiB,
   STORES,
@@ -136,6 +136,18 @@ for (const store of STORES) {
       t.equal(await h.outbox(v.id), 1, "one VideoUploaded");
       await expectCode(t, grpc.uploadVideoContent(contentMessages({ id: v.id, contentType: "video/mp4" }, data)), Code.FailedPrecondition, undefined, "a second stream");
       t.same(await h.objectKeys(prefixOf(v.id)), [done.source!.objectKey], "the refused stream stored nothing");
+    });
+
+    t.test("UploadVideoContent takes chunks of up to 4 MiB over gRPC, Connect and gRPC-Web; a larger one is RESOURCE_EXHAUSTED", async (t) => {
+      const data = bytes(9 * MiB + 7);
+      for (const [name, client] of rpcClients(h.s).filter(([n]) => !n.includes("grpc-js"))) {
+        const v = await h.newVideo();
+        const done = await client.uploadVideoContent(contentMessages({ id: v.id, contentType: "video/mp4" }, data, 4 * MiB));
+        checkSource(t, done, { size: data.length, type: "video/mp4", sha: sha256(data) });
+        const w = await h.newVideo();
+        await expectCode(t, client.uploadVideoContent(contentMessages({ id: w.id, contentType: "video/mp4" }, data, 4 * MiB + 1024)), Code.ResourceExhausted, undefined, `${name}: a 4 MiB + 1 KiB chunk`);
+        await expectPending(t, h, w.id, `${name}: the refused stream`);
+      }
     });
 
     t.test("a streamed upload over REST: PUT /videos/{id}/content", async (t) => {

@@ -24,3 +24,13 @@ t.test("connection settings: per-process bounds and idle timeouts that outlast a
     t.throws(() => loadConfig({ [name]: bad }), { message: new RegExp(`^${name} `) }, `${name}="${bad}" is refused, naming the variable`);
   }
 });
+
+t.test("TRUSTED_PROXIES: addresses and CIDRs; unset trusts nobody", async (t) => {
+  t.equal(loadConfig({}).trustedProxies, undefined);
+  const list = loadConfig({ TRUSTED_PROXIES: " 10.0.0.0/8 , 192.168.1.7, fd00::/8 " }).trustedProxies;
+  t.ok(list?.check("10.20.30.40") && list.check("192.168.1.7") && list.check("fd00::1", "ipv6"));
+  t.notOk(list?.check("192.168.1.8"));
+  for (const bad of ["nginx", "10.0.0.0/40", "10.0.0.1/8/1", "*"]) {
+    t.throws(() => loadConfig({ TRUSTED_PROXIES: bad }), { message: /^TRUSTED_PROXIES .*"/ }, `"${bad}" is refused, naming the variable`);
+  }
+});

@@ -1,10 +1,10 @@
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import t from "tap";
 import { ListVideosRequestSchema } from "../../gen/video/v1/video_service_pb.js";
-import { Video_State, Video_Visibility } from "../../gen/video/v1/video_pb.js";
+import { VideoSchema, Video_State, Video_Visibility } from "../../gen/video/v1/video_pb.js";
 import type { FieldViolation } from "../../server/errors.js";
-import { PAGE_SIZE, listQuery, pageToken, parseOrderBy, type Cursor, type Order } from "../../server/videos/list-query.js";
+import { PAGE_SIZE, bytesAtMost, listQuery, pageLength, pageToken, parseOrderBy, type Cursor, type Order } from "../../server/videos/list-query.js";
 
 // ListVideos request → query (CONTRACT.md "ListVideos", AIP-132/158): page
 // size, order_by, filters, and the opaque keyset page token, which is bound to
@@ -299,4 +299,22 @@ t.test("tokens for the longest ASCII titles stay usable", async (t) => {
   const title = "t".repeat(200);
   const token = pageToken.encode(query.fingerprint, { value: title, id: ID });
   t.same(parse({ orderBy: "title", pageToken: token }).query.after, { value: title, id: ID });
+});
+
+t.test("pageLength: as many results as fit in the byte budget, at least one", async (t) => {
+  t.equal(pageLength([], 100), 0, "no results");
+  t.equal(pageLength([10, 20, 30], 100), 3, "all fit");
+  t.equal(pageLength([40, 40, 40], 100), 2, "the third would pass the budget");
+  t.equal(pageLength([50, 50], 100), 2, "exactly the budget fits");
+  t.equal(pageLength([150, 10], 100), 1, "one result larger than the budget still makes a page");
+});
+
+t.test("bytesAtMost bounds a row's protobuf size from above", async (t) => {
+  const emoji = "😀".repeat(5000);
+  const labels = Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`k${i}`, "é".repeat(256)]));
+  const row = { id: "01890000-0000-7000-8000-000000000001", title: "t", description: emoji, tags: ["a", "b"], labels, owner_id: "o", etag: "e", create_time: new Date(), update_time: new Date() };
+  const video = create(VideoSchema, { id: row.id, title: row.title, description: row.description, tags: row.tags, labels, ownerId: row.owner_id, etag: row.etag, createTime: { seconds: 4102444800n, nanos: 999999999 }, updateTime: { seconds: 4102444800n, nanos: 999999999 } });
+  const exact = toBinary(VideoSchema, video).length;
+  t.ok(bytesAtMost(row) >= exact, `${bytesAtMost(row)} >= ${exact}`);
+  t.ok(bytesAtMost(row) < 2 * exact, "and not wildly above for multi-byte text");
 });
