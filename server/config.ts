@@ -1,6 +1,6 @@
 import { isIP } from "node:net";
 import path from "node:path";
-import { keyFromFile } from "./auth/jwt.js";
+import { keyFromFile, PrivateKeyGiven } from "./auth/jwt.js";
 
 // Every environment variable the service reads, parsed and validated in one
 // place. A bad value fails start-up with one line naming the variable.
@@ -92,6 +92,7 @@ function jwtConfig(env: Env): JwtConfig | undefined {
     try {
       keyFromFile(publicKeyFile);
     } catch (e) {
+      if (e instanceof PrivateKeyGiven) throw new ConfigError(`JWT_PUBLIC_KEY_FILE ${e.message}`);
       throw new ConfigError(`JWT_PUBLIC_KEY_FILE cannot be read as a PEM public key, JWK or JWKS: ${(e as Error).message.split("\n")[0]}`);
     }
   }
