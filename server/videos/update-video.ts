@@ -11,7 +11,7 @@ import { aborted, invalidArgument, notFound } from "../errors.js";
 import { toVideo } from "./convert.js";
 import { newEtag, sameEtag } from "./etag.js";
 import { videos } from "./repository.js";
-import { updateMaskFields, videoFields, videoId } from "./rules.js";
+import { changedFields, updateMaskFields, videoFields, videoId } from "./rules.js";
 
 export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => ({
   async updateVideo(req, hc) {
@@ -30,6 +30,9 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
       if (req.video!.etag !== "" && !sameEtag(req.video!.etag, current.etag)) {
         throw aborted(`video ${id} was changed since etag ${req.video!.etag} was read`);
       }
+      // Nothing to change (identical values, or a mask of output-only
+      // fields): no write, the same etag, no event (AIP-134 no-op).
+      if (changedFields(current, value).length === 0) return toVideo(current);
       const { labels, ...rest } = value;
       const now = ctx.clock();
       const sequence = BigInt(current.event_sequence) + 1n;
