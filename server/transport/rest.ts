@@ -9,6 +9,7 @@ import { file_google_rpc_error_details } from "../../gen/google/rpc/error_detail
 import { RequestMappingError, checkRoutes, matchPath, requestJson, routesOf, splitPath, type Route } from "./http-rules.js";
 import { authenticatedKey } from "../auth/authenticate.js";
 import { requestIdFrom, restRouteKey } from "./interceptors.js";
+import { integerViolations, invalidUtf8Violations, parseStrictJson } from "./strict-json.js";
 import type { UniversalRequestFactory } from "./server.js";
 import { codeFromConnectName, httpStatusOf, statusNameOf } from "./status.js";
 
@@ -120,7 +121,7 @@ async function readBody(req: NodeRequest, limit: number): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-function parseJsonBody(bytes: Buffer, contentType: string | undefined): JsonValue | undefined {
+function parseJsonBody(bytes: Buffer, contentType: string | undefined): { value: JsonValue; invalidUtf8: boolean } | undefined {
   if (bytes.length === 0) return undefined;
   // curl -d sends application/x-www-form-urlencoded unless told otherwise;
   // a JSON body under that label is accepted as what the caller meant.
@@ -128,7 +129,7 @@ function parseJsonBody(bytes: Buffer, contentType: string | undefined): JsonValu
     throw new RestError(Code.InvalidArgument, `unsupported content-type "${contentType.slice(0, 100)}": send application/json`, 415);
   }
   try {
-    return JSON.parse(bytes.toString("utf8")) as JsonValue;
+    return parseStrictJson(bytes);
   } catch (e) {
     throw new RestError(Code.InvalidArgument, `the request body is not valid JSON: ${(e as Error).message}`);
   }
@@ -286,7 +287,7 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     const body = hasBody ? parseJsonBody(bytes, req.headers["content-type"]) : undefined;
     let request: JsonObject;
     try {
-      request = requestJson(route, vars, url.searchParams, body);
+      request = requestJson(route, vars, url.searchParams, body?.value);
     } catch (e) {
       if (e instanceof RequestMappingError && e.field) {
         throw new RestError(Code.InvalidArgument, e.message, 400, [badRequest([{ field: e.field, description: e.message }])]);
@@ -296,7 +297,12 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     }
     applyHeaders(route, req, request);
     // Decoding errors name the field (AIP-193), as validation errors do.
-    const violations = jsonViolations(route.method.input, request);
+    if (body?.invalidUtf8) {
+      const violations = invalidUtf8Violations(route.method.input, request);
+      throw new RestError(Code.InvalidArgument, "the request body is not valid UTF-8", 400, [badRequest(violations)]);
+    }
+    const integers = integerViolations(route.method.input, request);
+    const violations = [...integers, ...jsonViolations(route.method.input, request).filter((v) => !integers.some((i) => i.field === v.field))];
     if (violations.length > 0) {
       throw new RestError(Code.InvalidArgument, violations.map((v) => `${v.field}: ${v.description}`).join("; "), 400, [badRequest(violations)]);
     }

@@ -25,6 +25,7 @@ import { MAX_UPLOAD_BYTES } from "../uploads/rules.js";
 import videoRoutes from "../videos/index.js";
 import healthRoutes, { readinessProbe } from "./health.js";
 import { observe, protocolOf, publicErrors, recordCall, requestIdFrom, requestInfoKey, wireProtocolKey } from "./interceptors.js";
+import { isConnectUnaryJson, strictJsonBody } from "./connect-json.js";
 import { createListener, type NodeRequest, type NodeResponse } from "./listener.js";
 import { reflectionRoutes } from "./reflection.js";
 import { createRestUploadHandler } from "./rest-upload.js";
@@ -85,6 +86,8 @@ export function createServer(ctx: AppContext) {
         })
       : () => false;
   let upkeep: { stop(): Promise<void> } | undefined;
+  const connectBody = (req: NodeRequest, h: UniversalHandler) =>
+    isConnectUnaryJson(req, h) ? strictJsonBody(requestBody(req), h.method.input, ctx.cfg.limits.maxBodyBytes) : requestBody(req);
   const grpcUnary = grpcUnaryTranscoder({ readMaxBytes: ctx.cfg.limits.maxBodyBytes, maxTimeoutMs: ctx.cfg.limits.maxRequestMs });
 
   async function operational(path: string, res: NodeResponse): Promise<boolean> {
@@ -125,7 +128,7 @@ export function createServer(ctx: AppContext) {
       };
       const call = plainGrpc
         ? grpcUnary.serve(req, res, uHandler, values, ended)
-        : uHandler(universalRequest(req, res, { body: requestBody(req), header: webHeaders(req), contextValues: values })).then((uRes) =>
+        : uHandler(universalRequest(req, res, { body: connectBody(req, uHandler), header: webHeaders(req), contextValues: values })).then((uRes) =>
             sendUniversalResponse(uRes, res, singleResponse(uHandler), ended),
           );
       call.catch((e: unknown) => ctx.logger.warn("response not delivered", { procedure: path, error: String(e) }));
