@@ -4,7 +4,7 @@ import type { ConnectRouter, ContextValues } from "@connectrpc/connect";
 import { Code } from "@connectrpc/connect";
 import { VideoSchema } from "../../gen/video/v1/video_pb.js";
 import { UploadVideoContentRequestSchema, VideoService } from "../../gen/video/v1/video_service_pb.js";
-import { restRouteKey } from "./interceptors.js";
+import { requestIdFrom, restRouteKey } from "./interceptors.js";
 import type { NodeRequest, NodeResponse } from "./listener.js";
 import { errorDetails, forwardHeaders, send, sendRestError } from "./rest.js";
 import type { UniversalRequestFactory } from "./server.js";
@@ -78,6 +78,8 @@ export function createRestUploadHandler(router: ConnectRouter, o: { contextValue
     if (!m || req.method !== "PUT") return false;
     void (async () => {
       const header = forwardHeaders(req, new Headers({ "content-type": "application/connect+proto" }));
+      const requestId = { "x-request-id": requestIdFrom(req.headers["x-request-id"] as string | undefined) };
+      header.set("x-request-id", requestId["x-request-id"]);
       const checksum = String(req.headers["x-checksum-sha256"] ?? req.headers["x-amz-checksum-sha256"] ?? "");
       const uReq = o.universalRequest(req, res, {
         method: "POST",
@@ -96,11 +98,11 @@ export function createRestUploadHandler(router: ConnectRouter, o: { contextValue
         else video = fromBinary(VideoSchema, e.data);
       }
       if (video && !error) {
-        send(res, 200, toJsonString(VideoSchema, video), { etag: `"${video.etag}"` });
+        send(res, 200, toJsonString(VideoSchema, video), { etag: `"${video.etag}"`, ...requestId });
         return;
       }
       const code = error ? codeFromConnectName(error.code) : Code.Internal;
-      sendRestError(res, httpStatusOf(code), code, error?.message ?? "internal error", errorDetails(error?.details));
+      sendRestError(res, httpStatusOf(code), code, error?.message ?? "internal error", errorDetails(error?.details), requestId);
     })().catch(() => sendRestError(res, 500, Code.Internal, "internal error"));
     return true;
   };

@@ -249,8 +249,9 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     for (const route of routes) {
       const vars = matchPath(route, segments, verb);
       if (!vars) continue;
-      if (route.httpMethod === method) return { route, vars };
-      allowed.push(route.httpMethod);
+      // HEAD is GET without the body (RFC 9110 §9.3.2): Node leaves the body out.
+      if (route.httpMethod === method || (method === "HEAD" && route.httpMethod === "GET")) return { route, vars };
+      allowed.push(...(route.httpMethod === "GET" ? ["GET", "HEAD"] : [route.httpMethod]));
     }
     return { allowed };
   }
@@ -260,6 +261,8 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     procedure: string;
     route?: string;
     dispatched: boolean;
+    /** The caller's x-request-id, or one made up: the call's, and on its answer. */
+    requestId: string;
   }
 
   async function handle(req: NodeRequest, res: NodeResponse, progress: Progress): Promise<void> {
@@ -309,6 +312,7 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
 
     const handler = handlers.get(route.method.parent.typeName + "/" + route.method.name)!;
     const header = forwardHeaders(req, new Headers({ "content-type": "application/json", "connect-protocol-version": "1" }));
+    header.set("x-request-id", progress.requestId);
     const values = options.contextValues(req).set(restRouteKey, `${route.httpMethod} ${route.template}`);
     if (caller) values.set(callerKey, caller).set(authenticatedKey, true);
     const uReq = options.universalRequest(req, res, { body: request, header, contextValues: values, method: "POST", path: handler.requestPath });
@@ -318,7 +322,7 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     if (uRes.status === 200) {
       const text = out.toString("utf8");
       const etag = route.method.output.fields.some((f) => f.name === "etag") ? (JSON.parse(text) as { etag?: string }).etag : undefined;
-      return send(res, 200, text, etag ? { etag: `"${etag}"` } : {});
+      return send(res, 200, text, { "x-request-id": progress.requestId, ...(etag ? { etag: `"${etag}"` } : {}) });
     }
     let parsed: { code?: unknown; message?: unknown; details?: unknown } = {};
     try {
@@ -328,23 +332,23 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     }
     const code = codeFromConnectName(parsed.code);
     const message = typeof parsed.message === "string" ? parsed.message : statusNameOf(code).toLowerCase();
-    sendRestError(res, httpStatusOf(code), code, message, errorDetails(parsed.details));
+    sendRestError(res, httpStatusOf(code), code, message, errorDetails(parsed.details), { "x-request-id": progress.requestId });
   }
 
   return {
     routes,
     handle(req: NodeRequest, res: NodeResponse) {
       const started = performance.now();
-      const progress: Progress = { procedure: "unmatched", dispatched: false };
+      const progress: Progress = { procedure: "unmatched", dispatched: false, requestId: requestIdFrom(req.headers["x-request-id"] as string | undefined) };
       handle(req, res, progress).catch((e: unknown) => {
         // A RestError, or a deliberate ConnectError (the bearer check), is the
         // caller's answer; anything else is ours, logged and not shown.
         const deliberate = e instanceof RestError ? e : e instanceof ConnectError && e.code !== Code.Internal ? new RestError(e.code, e.rawMessage) : undefined;
         if (!deliberate) options.onInternalError(e);
         const refused = deliberate ?? new RestError(Code.Internal, "internal error", 500);
-        if (progress.dispatched) return sendRestError(res, refused.httpStatus, refused.code, refused.message);
-        // Never reached the interceptor chain: record it here, with a request id.
-        const requestId = requestIdFrom(req.headers["x-request-id"] as string | undefined);
+        const requestId = progress.requestId;
+        if (progress.dispatched) return sendRestError(res, refused.httpStatus, refused.code, refused.message, [], { "x-request-id": requestId });
+        // Never reached the interceptor chain: record it here.
         sendRestError(res, refused.httpStatus, refused.code, refused.message, refused.details, { ...refused.headers, "x-request-id": requestId });
         options.onRefused({ procedure: progress.procedure, route: progress.route, code: refused.code, seconds: (performance.now() - started) / 1000, requestId });
       });

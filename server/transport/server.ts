@@ -148,7 +148,7 @@ export function createServer(ctx: AppContext) {
       return;
     }
     if (storedObjects(req, res) || contentUpload(req, res)) return;
-    if (req.method === "GET" && path.startsWith("/health") || path === "/metrics") {
+    if (((req.method === "GET" || req.method === "HEAD") && path.startsWith("/health")) || path === "/metrics") {
       operational(path, res)
         .then((done) => done || rest.handle(req, res))
         .catch((e: unknown) => {
