@@ -9,6 +9,7 @@ import { file_google_rpc_error_details } from "../../gen/google/rpc/error_detail
 import { RequestMappingError, checkRoutes, matchPath, requestJson, routesOf, splitPath, type Route } from "./http-rules.js";
 import { authenticatedKey } from "../auth/authenticate.js";
 import { requestIdFrom, restRouteKey } from "./interceptors.js";
+import { isJsonContentType } from "./browser-rules.js";
 import { integerViolations, invalidUtf8Violations, parseStrictJson } from "./strict-json.js";
 import type { UniversalRequestFactory } from "./server.js";
 import { codeFromConnectName, httpStatusOf, statusNameOf } from "./status.js";
@@ -123,10 +124,11 @@ async function readBody(req: NodeRequest, limit: number): Promise<Buffer> {
 
 function parseJsonBody(bytes: Buffer, contentType: string | undefined): { value: JsonValue; invalidUtf8: boolean } | undefined {
   if (bytes.length === 0) return undefined;
-  // curl -d sends application/x-www-form-urlencoded unless told otherwise;
-  // a JSON body under that label is accepted as what the caller meant.
-  if (contentType && !/^(application\/([\w.+-]+\+)?json|application\/x-www-form-urlencoded|text\/plain)\b/i.test(contentType)) {
-    throw new RestError(Code.InvalidArgument, `unsupported content-type "${contentType.slice(0, 100)}": send application/json`, 415);
+  // JSON only: text/plain, form and multipart bodies (or none labelled) are
+  // what a browser sends cross-site without a preflight (browser-rules.ts).
+  if (!isJsonContentType(contentType)) {
+    const got = contentType ? `content-type "${contentType.slice(0, 100)}"` : "a body without a content-type";
+    throw new RestError(Code.InvalidArgument, `unsupported media type: ${got}; send application/json`, 415);
   }
   try {
     return parseStrictJson(bytes);

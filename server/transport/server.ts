@@ -25,6 +25,7 @@ import { MAX_UPLOAD_BYTES } from "../uploads/rules.js";
 import videoRoutes from "../videos/index.js";
 import healthRoutes, { readinessProbe } from "./health.js";
 import { observe, protocolOf, publicErrors, recordCall, requestIdFrom, requestInfoKey, wireProtocolKey } from "./interceptors.js";
+import { createBrowserGuard } from "./browser-guard.js";
 import { isConnectUnaryJson, strictJsonBody } from "./connect-json.js";
 import { createListener, type NodeRequest, type NodeResponse } from "./listener.js";
 import { reflectionRoutes } from "./reflection.js";
@@ -104,10 +105,18 @@ export function createServer(ctx: AppContext) {
     return true;
   }
 
+  const browser = createBrowserGuard({
+    devMode: ctx.cfg.auth.disabled,
+    allowedOrigins: ctx.cfg.cors.allowedOrigins,
+    isRpcPath: (path) => rpc.has(path),
+    onRefused: (c) => recordCall(ctx.logger, ctx.metrics, { ...c, code: Code[c.code], seconds: 0 }),
+  });
+
   function handler(req: NodeRequest, res: NodeResponse) {
     const url = req.url ?? "/";
     const q = url.indexOf("?");
     const path = q < 0 ? url : url.slice(0, q);
+    if (browser(req, res, path)) return;
     const uHandler = rpc.get(path);
     if (uHandler) {
       const started = performance.now();
