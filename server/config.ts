@@ -1,9 +1,10 @@
 import { isIP, type BlockList } from "node:net";
 import path from "node:path";
-import { keyFromFile } from "./auth/jwt.js";
+import { keyFromFile, PrivateKeyGiven } from "./auth/jwt.js";
 import { list, parseFormat, parseOffset, parseSize, type MediaConfig } from "./media/settings.js";
 import { packageRoot } from "./package-files.js";
 import { parseTrustedProxies } from "./transport/forwarded.js";
+import { parseOrigins } from "./transport/browser-rules.js";
 
 // Every environment variable the service reads, parsed and validated in one
 // place. A bad value fails start-up with one line naming the variable.
@@ -16,6 +17,8 @@ export interface Config {
   dataDir: string;
   database: { url: string | undefined; poolMax: number; migrateOnStart: boolean; idleInTransactionMs: number };
   auth: { disabled: boolean; jwt: JwtConfig | undefined };
+  /** CORS_ALLOWED_ORIGINS: origins whose pages may call from a browser; empty: CORS off. */
+  cors: { allowedOrigins: string[] };
   tls: { certFile: string; keyFile: string } | undefined;
   logLevel: string;
   shutdownGraceMs: number;
@@ -101,10 +104,19 @@ function jwtConfig(env: Env): JwtConfig | undefined {
     try {
       keyFromFile(publicKeyFile);
     } catch (e) {
+      if (e instanceof PrivateKeyGiven) throw new ConfigError(`JWT_PUBLIC_KEY_FILE ${e.message}`);
       throw new ConfigError(`JWT_PUBLIC_KEY_FILE cannot be read as a PEM public key, JWK or JWKS: ${(e as Error).message.split("\n")[0]}`);
     }
   }
   return { jwksUrl, publicKeyFile, issuer, audience, rolesClaim: env.JWT_ROLES_CLAIM?.trim() || "roles" };
+}
+
+function corsOrigins(env: Env): string[] {
+  try {
+    return parseOrigins(env.CORS_ALLOWED_ORIGINS ?? "");
+  } catch (e) {
+    throw new ConfigError(`CORS_ALLOWED_ORIGINS must list origins separated by commas (https://app.example.com): ${(e as Error).message}`);
+  }
 }
 
 function int(env: Env, name: string, fallback: number, min: number, max: number): number {
@@ -322,6 +334,7 @@ export function loadConfig(env: Env = process.env): Config {
       idleInTransactionMs: idleInTransaction(env),
     },
     auth: { disabled: authDisabled, jwt: authDisabled ? undefined : jwt },
+    cors: { allowedOrigins: corsOrigins(env) },
     tls: certFile && keyFile ? { certFile, keyFile } : undefined,
     logLevel,
     shutdownGraceMs: int(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),

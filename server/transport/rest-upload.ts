@@ -5,7 +5,7 @@ import { Code } from "@connectrpc/connect";
 import { VideoSchema } from "../../gen/video/v1/video_pb.js";
 import { UploadVideoContentRequestSchema, VideoService } from "../../gen/video/v1/video_service_pb.js";
 import { trackStreamEnd } from "./envelope-framing.js";
-import { restRouteKey } from "./interceptors.js";
+import { requestIdFrom, restRouteKey } from "./interceptors.js";
 import type { NodeRequest, NodeResponse } from "./listener.js";
 import { errorDetails, forwardHeaders, send, sendRestError } from "./rest.js";
 import type { UniversalRequestFactory } from "./server.js";
@@ -87,6 +87,8 @@ export function createRestUploadHandler(router: ConnectRouter, o: { contextValue
     }
     void (async () => {
       const header = forwardHeaders(req, new Headers({ "content-type": "application/connect+proto" }));
+      const requestId = { "x-request-id": requestIdFrom(req.headers["x-request-id"] as string | undefined) };
+      header.set("x-request-id", requestId["x-request-id"]);
       const checksum = String(req.headers["x-checksum-sha256"] ?? req.headers["x-amz-checksum-sha256"] ?? "");
       const contextValues = o.contextValues(req).set(restRouteKey, "PUT /videos/{id}/content");
       const end = trackStreamEnd(contextValues);
@@ -107,11 +109,11 @@ export function createRestUploadHandler(router: ConnectRouter, o: { contextValue
         else video = fromBinary(VideoSchema, e.data);
       }
       if (video && !error) {
-        send(res, 200, toJsonString(VideoSchema, video), { etag: `"${video.etag}"` });
+        send(res, 200, toJsonString(VideoSchema, video), { etag: `"${video.etag}"`, ...requestId });
         return;
       }
       const code = error ? codeFromConnectName(error.code) : Code.Internal;
-      sendRestError(res, httpStatusOf(code), code, error?.message ?? "internal error", errorDetails(error?.details));
+      sendRestError(res, httpStatusOf(code), code, error?.message ?? "internal error", errorDetails(error?.details), requestId);
     })().catch(() => sendRestError(res, 500, Code.Internal, "internal error"));
     return true;
   };

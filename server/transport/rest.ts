@@ -9,6 +9,8 @@ import { file_google_rpc_error_details } from "../../gen/google/rpc/error_detail
 import { RequestMappingError, checkRoutes, matchPath, requestJson, routesOf, splitPath, type Route } from "./http-rules.js";
 import { authenticatedKey } from "../auth/authenticate.js";
 import { requestIdFrom, restRouteKey } from "./interceptors.js";
+import { isJsonContentType } from "./browser-rules.js";
+import { integerViolations, invalidUtf8Violations, parseStrictJson } from "./strict-json.js";
 import type { UniversalRequestFactory } from "./server.js";
 import { COMPRESS_MIN_BYTES, decodeBody, negotiateEncoding } from "./compression.js";
 import { codeFromConnectName, httpStatusOf, statusNameOf } from "./status.js";
@@ -152,15 +154,16 @@ async function decodeRestBody(bytes: Buffer, contentEncoding: string | undefined
   }
 }
 
-function parseJsonBody(bytes: Buffer, contentType: string | undefined): JsonValue | undefined {
+function parseJsonBody(bytes: Buffer, contentType: string | undefined): { value: JsonValue; invalidUtf8: boolean } | undefined {
   if (bytes.length === 0) return undefined;
-  // curl -d sends application/x-www-form-urlencoded unless told otherwise;
-  // a JSON body under that label is accepted as what the caller meant.
-  if (contentType && !/^(application\/([\w.+-]+\+)?json|application\/x-www-form-urlencoded|text\/plain)\b/i.test(contentType)) {
-    throw new RestError(Code.InvalidArgument, `unsupported content-type "${contentType.slice(0, 100)}": send application/json`, 415);
+  // JSON only: text/plain, form and multipart bodies (or none labelled) are
+  // what a browser sends cross-site without a preflight (browser-rules.ts).
+  if (!isJsonContentType(contentType)) {
+    const got = contentType ? `content-type "${contentType.slice(0, 100)}"` : "a body without a content-type";
+    throw new RestError(Code.InvalidArgument, `unsupported media type: ${got}; send application/json`, 415);
   }
   try {
-    return JSON.parse(bytes.toString("utf8")) as JsonValue;
+    return parseStrictJson(bytes);
   } catch (e) {
     throw new RestError(Code.InvalidArgument, `the request body is not valid JSON: ${(e as Error).message}`);
   }
@@ -280,8 +283,9 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     for (const route of routes) {
       const vars = matchPath(route, segments, verb);
       if (!vars) continue;
-      if (route.httpMethod === method) return { route, vars };
-      allowed.push(route.httpMethod);
+      // HEAD is GET without the body (RFC 9110 §9.3.2): Node leaves the body out.
+      if (route.httpMethod === method || (method === "HEAD" && route.httpMethod === "GET")) return { route, vars };
+      allowed.push(...(route.httpMethod === "GET" ? ["GET", "HEAD"] : [route.httpMethod]));
     }
     return { allowed };
   }
@@ -291,6 +295,8 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     procedure: string;
     route?: string;
     dispatched: boolean;
+    /** The caller's x-request-id, or one made up: the call's, and on its answer. */
+    requestId: string;
   }
 
   async function handle(req: NodeRequest, res: NodeResponse, progress: Progress, values: ContextValues): Promise<void> {
@@ -319,11 +325,11 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     const limit = rawBody ? options.maxImageBytes : options.maxBodyBytes;
     const bytes = await decodeRestBody(await readBody(req, limit), req.headers["content-encoding"], limit);
     const body = rawBody
-      ? bytes.length > 0 ? { contentType: String(req.headers["content-type"] ?? ""), data: bytes.toString("base64") } : undefined
+      ? bytes.length > 0 ? { value: { contentType: String(req.headers["content-type"] ?? ""), data: bytes.toString("base64") }, invalidUtf8: false } : undefined
       : hasBody ? parseJsonBody(bytes, req.headers["content-type"]) : undefined;
     let request: JsonObject;
     try {
-      request = requestJson(route, vars, url.searchParams, body);
+      request = requestJson(route, vars, url.searchParams, body?.value);
     } catch (e) {
       if (e instanceof RequestMappingError && e.field) {
         throw new RestError(Code.InvalidArgument, e.message, 400, [badRequest([{ field: e.field, description: e.message }])]);
@@ -333,13 +339,19 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     }
     applyHeaders(route, req, request);
     // Decoding errors name the field (AIP-193), as validation errors do.
-    const violations = jsonViolations(route.method.input, request);
+    if (body?.invalidUtf8) {
+      const violations = invalidUtf8Violations(route.method.input, request);
+      throw new RestError(Code.InvalidArgument, "the request body is not valid UTF-8", 400, [badRequest(violations)]);
+    }
+    const integers = integerViolations(route.method.input, request);
+    const violations = [...integers, ...jsonViolations(route.method.input, request).filter((v) => !integers.some((i) => i.field === v.field))];
     if (violations.length > 0) {
       throw new RestError(Code.InvalidArgument, violations.map((v) => `${v.field}: ${v.description}`).join("; "), 400, [badRequest(violations)]);
     }
 
     const handler = handlers.get(route.method.parent.typeName + "/" + route.method.name)!;
     const header = forwardHeaders(req, new Headers({ "content-type": "application/json", "connect-protocol-version": "1" }));
+    header.set("x-request-id", progress.requestId);
     values.set(restRouteKey, `${route.httpMethod} ${route.template}`);
     if (caller) values.set(callerKey, caller).set(authenticatedKey, true);
     const uReq = options.universalRequest(req, res, { body: request, header, contextValues: values, method: "POST", path: handler.requestPath });
@@ -349,7 +361,7 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     if (uRes.status === 200) {
       const text = out.toString("utf8");
       const etag = route.method.output.fields.some((f) => f.name === "etag") ? (JSON.parse(text) as { etag?: string }).etag : undefined;
-      return send(res, 200, text, etag ? { etag: `"${etag}"` } : {});
+      return send(res, 200, text, { "x-request-id": progress.requestId, ...(etag ? { etag: `"${etag}"` } : {}) });
     }
     let parsed: { code?: unknown; message?: unknown; details?: unknown } = {};
     try {
@@ -359,14 +371,14 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
     }
     const code = codeFromConnectName(parsed.code);
     const message = typeof parsed.message === "string" ? parsed.message : statusNameOf(code).toLowerCase();
-    sendRestError(res, httpStatusOf(code), code, message, errorDetails(parsed.details));
+    sendRestError(res, httpStatusOf(code), code, message, errorDetails(parsed.details), { "x-request-id": progress.requestId });
   }
 
   return {
     routes,
     handle(req: NodeRequest, res: NodeResponse) {
       const started = performance.now();
-      const progress: Progress = { procedure: "unmatched", dispatched: false };
+      const progress: Progress = { procedure: "unmatched", dispatched: false, requestId: requestIdFrom(req.headers["x-request-id"] as string | undefined) };
       // Taken while the connection is there: a refusal may be logged after the client left.
       const values = options.contextValues(req);
       handle(req, res, progress, values).catch((e: unknown) => {
@@ -375,9 +387,9 @@ export function createRestHandler(router: ConnectRouter, options: RestOptions) {
         const deliberate = e instanceof RestError ? e : e instanceof ConnectError && e.code !== Code.Internal ? new RestError(e.code, e.rawMessage) : undefined;
         if (!deliberate) options.onInternalError(e);
         const refused = deliberate ?? new RestError(Code.Internal, "internal error", 500);
-        if (progress.dispatched) return sendRestError(res, refused.httpStatus, refused.code, refused.message);
-        // Never reached the interceptor chain: record it here, with a request id.
-        const requestId = requestIdFrom(req.headers["x-request-id"] as string | undefined);
+        const requestId = progress.requestId;
+        if (progress.dispatched) return sendRestError(res, refused.httpStatus, refused.code, refused.message, [], { "x-request-id": requestId });
+        // Never reached the interceptor chain: record it here.
         sendRestError(res, refused.httpStatus, refused.code, refused.message, refused.details, { ...refused.headers, "x-request-id": requestId });
         options.onRefused({ procedure: progress.procedure, route: progress.route, code: refused.code, seconds: (performance.now() - started) / 1000, requestId }, values);
       });

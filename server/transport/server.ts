@@ -13,6 +13,7 @@ import { EventService } from "../../gen/video/v1/event_service_pb.js";
 import { VideoService } from "../../gen/video/v1/video_service_pb.js";
 import auditRoutes from "../audit/audit-service.js";
 import { authenticate, verifyAuthorization } from "../auth/authenticate.js";
+import { localDeveloper } from "../auth/caller.js";
 import { createVerifier } from "../auth/jwt.js";
 import type { AppContext } from "../context.js";
 import eventRoutes from "../events/event-service.js";
@@ -31,6 +32,8 @@ import { clientContext } from "./client-context.js";
 import { clientAddressKey, observe, protocolOf, publicErrors, recordCall, requestIdFrom, requestInfoKey, wireProtocolKey } from "./interceptors.js";
 import { ACCEPTED_ENCODINGS, COMPRESS_MIN_BYTES, COMPRESSIONS, decodeBody } from "./compression.js";
 import { clampDeadline } from "./deadline.js";
+import { createBrowserGuard } from "./browser-guard.js";
+import { isConnectUnaryJson, strictJsonBody } from "./connect-json.js";
 import { createListener, type NodeRequest, type NodeResponse } from "./listener.js";
 import { bodyDeadlineMs } from "./body-deadline.js";
 import { reflectionRoutes } from "./reflection.js";
@@ -58,7 +61,7 @@ export function createServer(ctx: AppContext) {
     interceptors: [
       observe(ctx.logger, ctx.metrics, ctx.tracer),
       publicErrors(ctx.logger),
-      ...(verifier ? [authenticate(verifier)] : []),
+      verifier ? authenticate(verifier) : localDeveloper(),
       thumbnailUrls(ctx.thumbnailStore, ctx.cfg.media),
     ],
     readMaxBytes: ctx.cfg.limits.maxBodyBytes,
@@ -119,10 +122,18 @@ export function createServer(ctx: AppContext) {
     return true;
   }
 
+  const browser = createBrowserGuard({
+    devMode: ctx.cfg.auth.disabled,
+    allowedOrigins: ctx.cfg.cors.allowedOrigins,
+    isRpcPath: (path) => rpc.has(path),
+    onRefused: (c) => recordCall(ctx.logger, ctx.metrics, { ...c, code: Code[c.code], seconds: 0 }),
+  });
+
   function handler(req: NodeRequest, res: NodeResponse) {
     const url = req.url ?? "/";
     const q = url.indexOf("?");
     const path = q < 0 ? url : url.slice(0, q);
+    if (browser(req, res, path)) return;
     const uHandler = rpc.get(path);
     if (uHandler) {
       const started = performance.now();
@@ -148,7 +159,7 @@ export function createServer(ctx: AppContext) {
       const settled = singleResponse(uHandler) ? undefined : headersIfQuiet(req, res);
       const call = plainGrpc
         ? grpcUnary.serve(req, res, uHandler, header, values, ended)
-        : uHandler(universalRequest(req, res, { body: callBody(req, uHandler, values, bodyDeadlineMs(req.headers, maxTimeoutMs)), header, contextValues: values }))
+        : uHandler(universalRequest(req, res, { body: callBody(req, uHandler, values, bodyDeadlineMs(req.headers, maxTimeoutMs), ctx.cfg.limits.maxBodyBytes), header, contextValues: values }))
             .finally(settled)
             .then((uRes) => sendUniversalResponse(uRes, res, singleResponse(uHandler), ended));
       call.catch((e: unknown) => ctx.logger.warn("response not delivered", { procedure: path, error: String(e) }));
@@ -168,7 +179,7 @@ export function createServer(ctx: AppContext) {
       return;
     }
     if (storedObjects(req, res) || contentUpload(req, res)) return;
-    if (req.method === "GET" && path.startsWith("/health") || path === "/metrics") {
+    if (((req.method === "GET" || req.method === "HEAD") && path.startsWith("/health")) || path === "/metrics") {
       operational(path, res)
         .then((done) => done || rest.handle(req, res))
         .catch((e: unknown) => {
@@ -404,10 +415,14 @@ class BodyReader implements AsyncIterator<Uint8Array> {
 }
 
 /** The request body; a streaming input is checked to end where a message ends (envelope-framing.ts). */
-function callBody(req: NodeRequest, h: UniversalHandler, values: ContextValues, deadlineMs: number | undefined): AsyncIterable<Uint8Array> {
+// A call's request body, read within its deadline: client streams are followed
+// envelope by envelope (a cut stream is refused, never committed), Connect unary
+// JSON is held to strict JSON (connect-json.ts).
+function callBody(req: NodeRequest, h: UniversalHandler, values: ContextValues, deadlineMs: number | undefined, maxBodyBytes: number): AsyncIterable<Uint8Array> {
   const body = requestBody(req, deadlineMs);
   const streamingInput = h.method.methodKind === "client_streaming" || h.method.methodKind === "bidi_streaming";
-  return streamingInput ? checkedRequestStream(body, String(req.headers["content-type"] ?? ""), values) : body;
+  if (streamingInput) return checkedRequestStream(body, String(req.headers["content-type"] ?? ""), values);
+  return isConnectUnaryJson(req, h) ? strictJsonBody(body, h.method.input, maxBodyBytes) : body;
 }
 
 /** True when the method answers with exactly one message. */

@@ -121,6 +121,18 @@ export function videoFields(
   return { value, violations: out };
 }
 
+/**
+ * The fields of `value` that differ from what is stored. Labels are a map:
+ * their order does not count (jsonb keeps its own); tags are a list: it does.
+ */
+export function changedFields(stored: Readonly<VideoFields>, value: Partial<VideoFields>): MutableField[] {
+  const same = (f: MutableField) =>
+    f === "labels"
+      ? JSON.stringify(Object.entries(stored.labels).sort()) === JSON.stringify(Object.entries(value.labels!).sort())
+      : JSON.stringify(stored[f]) === JSON.stringify(value[f]);
+  return MUTABLE_FIELDS.filter((f) => value[f] !== undefined && !same(f));
+}
+
 const OUTPUT_ONLY = new Set(["id", "state", "owner_id", "source", "thumbnails", "etag", "create_time", "update_time"]);
 
 /**

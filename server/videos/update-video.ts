@@ -11,7 +11,7 @@ import { aborted, invalidArgument, notFound } from "../errors.js";
 import { toVideo } from "./convert.js";
 import { newEtag, sameEtag } from "./etag.js";
 import { videos } from "./repository.js";
-import { updateMaskFields, videoFields, videoId } from "./rules.js";
+import { changedFields, updateMaskFields, videoFields, videoId } from "./rules.js";
 
 export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => ({
   async updateVideo(req, hc) {
@@ -39,6 +39,10 @@ export default (ctx: AppContext): Partial<ServiceImpl<typeof VideoService>> => (
       if (setDefault && defaultId !== "" && !current.thumbnails.some((t) => t.id === defaultId)) {
         throw invalidArgument([{ field: "video.default_thumbnail_id", description: "must be the id of one of the video's thumbnails, or empty" }]);
       }
+      // Nothing to change (identical values, or a mask of output-only
+      // fields): no write, the same etag, no event (AIP-134 no-op).
+      const defaultChanges = setDefault && (current.default_thumbnail_id ?? "") !== defaultId;
+      if (changedFields(current, value).length === 0 && !defaultChanges) return toVideo(current);
       const { labels, ...others } = value;
       const now = ctx.clock();
       const sequence = BigInt(current.event_sequence) + 1n;

@@ -618,9 +618,9 @@ t.test("who sees what: visibility and ownership, without existence leaks", async
   const nobody = await sec.token("nobody", []);
   await t.rejects(videos.listVideos({}, { headers: bearer(nobody) }), { code: DENIED }, "no roles: ListVideos is denied");
   await t.rejects(videos.getVideo({ id: pub.id }, { headers: bearer(nobody) }), { code: DENIED }, "no roles: GetVideo is denied");
-  // Roles may come as a space-separated string.
+  // Roles come as a JSON array only: a string is refused, never split (README, security).
   const spaced = await sec.token("spaced", "viewer editor" as unknown as string[]);
-  t.equal((await videos.createVideo({ video: { title: "spaced" } }, { headers: bearer(spaced) })).ownerId, "spaced", 'roles "viewer editor" as one string');
+  await t.rejects(videos.createVideo({ video: { title: "spaced" } }, { headers: bearer(spaced) }), { code: Code.Unauthenticated }, 'roles "viewer editor" as one string is refused');
 });
 
 t.test("health, readiness, metrics and reflection stay open without a token", async (t) => {

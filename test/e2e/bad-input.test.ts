@@ -503,10 +503,10 @@ function behaviours(w: () => World) {
       const del = await rest(w(), "DELETE", "/videos");
       expectRestError(t, del, 405, del.json?.error?.status, undefined, "DELETE /videos");
       t.ok(canonical.includes(del.json?.error?.status), `405 carries a canonical status (${del.json?.error?.status})`);
-      t.same(allow(del), ["GET", "POST"], "Allow lists the methods of /videos");
+      t.same(allow(del), ["GET", "HEAD", "POST"], "Allow lists the methods of /videos");
       const post = await rest(w(), "POST", `/videos/${victim}`, { json: { title: "x" } });
       expectRestError(t, post, 405, post.json?.error?.status, undefined, "POST /videos/{id}");
-      t.same(allow(post), ["DELETE", "GET", "PATCH", "PUT"], "Allow lists the methods of /videos/{id}");
+      t.same(allow(post), ["DELETE", "GET", "HEAD", "PATCH", "PUT"], "Allow lists the methods of /videos/{id}");
 
       for (const path of ["/video.v1.VideoService/Nope", "/nope.v1.Nope/Call", "/grpc.health.v1.Health/Nope"]) {
         const meta = await rawGrpc(s.baseUrl, path, new Uint8Array());

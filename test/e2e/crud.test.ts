@@ -246,18 +246,20 @@ function behaviours(s: () => TestServer) {
       seen.add(v0.etag);
       const v1 = await grpc.updateVideo({ video: { id: v0.id, title: "etag 1", etag: v0.etag } });
       seen.add(v1.etag);
-      const v2 = await grpc.updateVideo({ video: { id: v0.id, title: "etag 1" } });
+      const v2 = await grpc.updateVideo({ video: { id: v0.id, title: "etag 2" } });
       seen.add(v2.etag);
-      t.not(v2.etag, v1.etag, "a write that changes nothing still gets a new etag");
+      t.not(v2.etag, v1.etag, "a write gets a new etag");
 
+      let title = v2.title;
       for (const [name, c] of rpcClients(server)) {
         const current = (await c.getVideo({ id: v0.id })).etag;
         await expectCode(t, c.updateVideo({ video: { id: v0.id, title: "stale", etag: v0.etag } }), Code.Aborted, undefined, `${name}: stale update`);
         await expectCode(t, c.deleteVideo({ id: v0.id, etag: v1.etag }), Code.Aborted, undefined, `${name}: stale delete`);
         const after = await c.getVideo({ id: v0.id });
         t.equal(after.etag, current, `${name}: a refused write changes nothing`);
-        t.equal(after.title, "etag 1");
-        const ok = await c.updateVideo({ video: { id: v0.id, title: "etag 1", etag: current } });
+        t.equal(after.title, title);
+        title = `etag ${name}`;
+        const ok = await c.updateVideo({ video: { id: v0.id, title, etag: current } });
         t.notOk(seen.has(ok.etag), `${name}: new etag`);
         seen.add(ok.etag);
       }
@@ -269,7 +271,7 @@ function behaviours(s: () => TestServer) {
       expectRestError(t, await rest("DELETE", `/videos/${v0.id}`, { headers: { "if-match": `"${v1.etag}"` } }), 409, "ABORTED", undefined, "stale If-Match on DELETE");
       expectRestError(t, await rest("DELETE", `/videos/${v0.id}?etag=${v1.etag}`), 409, "ABORTED", undefined, "stale etag query parameter on DELETE");
       const unchanged = await rest("GET", `/videos/${v0.id}`);
-      t.same([unchanged.json.etag, unchanged.json.title], [current, "etag 1"], "refused REST writes changed nothing");
+      t.same([unchanged.json.etag, unchanged.json.title], [current, title], "refused REST writes changed nothing");
 
       const viaIfMatch = await rest("PATCH", `/videos/${v0.id}`, { json: { title: "if-match ok" }, headers: { "if-match": `"${current}"` } });
       t.equal(viaIfMatch.status, 200, viaIfMatch.text);
@@ -280,6 +282,33 @@ function behaviours(s: () => TestServer) {
       t.notOk(seen.has(viaBody.json.etag));
       const del = await rest("DELETE", `/videos/${v0.id}`, { headers: { "if-match": `"${viaBody.json.etag}"` } });
       t.equal(del.status, 200, "DELETE with the current If-Match");
+    },
+
+    async "an update that changes nothing writes nothing: same etag and update_time, no event"(t: T) {
+      const server = s();
+      const full = { title: "no-op", description: "d", tags: ["a", "b"], labels: { k: "v", a: "b" }, visibility: Video_Visibility.UNLISTED };
+      const v = await server.clients.grpc.createVideo({ video: full });
+      const events = async () => (await server.ctx.db.selectFrom("outbox").select("sequence").where("video_id", "=", v.id).execute()).length;
+      const before = { row: await storedRow(server.ctx, v.id), events: await events() };
+      const same = async (what: string, call: () => Promise<{ etag: string; title: string }>) => {
+        const u = await call();
+        t.same([u.etag, u.title], [v.etag, v.title], `${what}: answers OK with the video, etag kept`);
+        t.same(await storedRow(server.ctx, v.id), before.row, `${what}: the row is untouched (etag, update_time, event_sequence)`);
+        t.equal(await events(), before.events, `${what}: no VideoUpdated event`);
+      };
+      for (const [name, c] of rpcClients(server)) {
+        await same(`${name}: mask of output-only fields`, () => c.updateVideo({ video: { id: v.id, state: 3, title: "ignored" }, updateMask: { paths: ["state", "owner_id"] } }));
+        await same(`${name}: identical values, full replace`, () => c.updateVideo({ video: { id: v.id, ...full, labels: { a: "b", k: "v" } } }));
+        await same(`${name}: identical after normalising`, () => c.updateVideo({ video: { id: v.id, title: "  no-op ", tags: ["A", "b", "a"] }, updateMask: { paths: ["title", "tags"] } }));
+        await same(`${name}: identical, with the current etag`, () => c.updateVideo({ video: { id: v.id, title: "no-op", etag: v.etag }, updateMask: { paths: ["title"] } }));
+      }
+      const rest = server.clients.rest;
+      await same("REST PATCH of an output-only field", async () => (await rest("PATCH", `/videos/${v.id}`, { json: { state: "STATE_READY" } })).json);
+      await same("REST PATCH with the same title", async () => (await rest("PATCH", `/videos/${v.id}`, { json: { title: "no-op" } })).json);
+      await expectCode(t, server.clients.grpc.updateVideo({ video: { id: v.id, title: "no-op", etag: "stale" }, updateMask: { paths: ["title"] } }), Code.Aborted, undefined, "a no-op with a stale etag is still ABORTED");
+      const changed = await server.clients.grpc.updateVideo({ video: { id: v.id, title: "changed" }, updateMask: { paths: ["title"] } });
+      t.not(changed.etag, v.etag, "a real change still gets a new etag");
+      t.equal(await events(), before.events + 1, "and one event");
     },
 
     async "update_mask changes only the named fields; no mask replaces every mutable field"(t: T) {

@@ -129,6 +129,24 @@ t.test("clock skew: a few seconds either way are tolerated", async (t) => {
   await refused(t, s, bearer(await sign(key, { sub: "earlier", roles: EDITOR, nbf: now() + 90 })), "nbf 90 s in the future");
 });
 
+t.test("claims the verifier does not take on trust: roles as a string, exp far away, iat in the future", async (t) => {
+  const sec = await startSecuredServer(t);
+  const { s, key } = sec;
+  // The roles claim is a JSON array of strings; anything else is refused, never split.
+  await refused(t, s, bearer(await sign(key, { sub: "split", roles: "viewer,editor" })), 'roles "viewer,editor" (a string)');
+  await refused(t, s, bearer(await sign(key, { sub: "spaced", roles: "viewer editor" })), 'roles "viewer editor" (a string)');
+  await refused(t, s, bearer(await sign(key, { sub: "single", roles: "editor" })), 'roles "editor" (one role, as a string)');
+  await refused(t, s, bearer(await sign(key, { sub: "mixed", roles: ["editor", 7] })), "roles with a non-string element");
+  const o = await attempt(s, bearer(await sign(key, { sub: "split", roles: "viewer,editor" })));
+  t.match(o.message, /"roles" claim/, "the refusal names the roles claim");
+  // Lifetime: at most 24 h ahead (plus the 30 s skew); an issue time no later than now plus the skew.
+  await refused(t, s, bearer(await sign(key, { sub: "forever", roles: EDITOR, exp: 1e300 })), "exp 1e300");
+  await refused(t, s, bearer(await sign(key, { sub: "year", roles: EDITOR, exp: now() + 365 * 86400 })), "exp a year away");
+  await accepted(t, s, await sign(key, { sub: "day", roles: EDITOR, exp: now() + 23 * 3600 }), "day", "exp 23 h away");
+  await refused(t, s, bearer(await sign(key, { sub: "future", roles: EDITOR, iat: now() + 3600 })), "iat an hour in the future");
+  await refused(t, s, bearer(await sign(key, { sub: "future", roles: EDITOR, iat: now() + 90 })), "iat 90 s in the future");
+});
+
 // jose times its JWKS cache and re-fetch cool-down with Date.now(); token
 // claims are checked against new Date(), which this does not move.
 function shiftDateNow(t: Asserts) {

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import t from "tap";
+import { exportJWK, exportPKCS8, exportSPKI, generateKeyPair } from "jose";
 import { loadConfig } from "../../server/config.js";
 import { AUDIENCE, ISSUER, makeKey, sign } from "../support/jwt.js";
 import { createTestDatabase } from "../support/postgres.js";
@@ -84,6 +85,26 @@ t.test("the process refuses to start with auth off on a non-loopback address, in
   refusedInOneLine(t, "AUTH_DISABLED=true with HOST=0.0.0.0", disabled, [/AUTH_DISABLED/, /loopback/]);
   refusedInOneLine(t, "JWT_JWKS_URL without JWT_ISSUER and JWT_AUDIENCE", noClaims, [/JWT_ISSUER/]);
   refusedInOneLine(t, "JWT_PUBLIC_KEY_FILE=/nonexistent/key.pem", missingKey, [/JWT_PUBLIC_KEY_FILE/]);
+});
+
+t.test("a private key given as JWT_PUBLIC_KEY_FILE is refused at start-up, in one line", async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), "vms-sec-private-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const { privateKey, publicKey } = await generateKeyPair("ES256", { extractable: true });
+  const file = (name: string, text: string) => {
+    writeFileSync(path.join(dir, name), text);
+    return path.join(dir, name);
+  };
+  const pem = file("private.pem", await exportPKCS8(privateKey));
+  const jwk = file("private.jwk", JSON.stringify(await exportJWK(privateKey)));
+  const jwks = file("private-jwks.json", JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: "k1" }, { ...(await exportJWK(privateKey)), kid: "k2" }] }));
+  const secret = file("secret.jwk", JSON.stringify({ kty: "oct", k: "c2VjcmV0" }));
+  const claims = { JWT_ISSUER: ISSUER, JWT_AUDIENCE: AUDIENCE };
+  refusedInOneLine(t, "a PKCS#8 private key PEM", await runToExit(t, { JWT_PUBLIC_KEY_FILE: pem, ...claims }), [/JWT_PUBLIC_KEY_FILE/, /private/]);
+  for (const [what, f] of [["a private JWK", jwk], ["a JWKS with a private key in it", jwks], ["a symmetric (oct) JWK", secret]]) {
+    t.throws(() => loadConfig({ JWT_PUBLIC_KEY_FILE: f, ...claims }), { message: /^JWT_PUBLIC_KEY_FILE .*private or secret key/ }, what);
+  }
+  t.equal(loadConfig({ JWT_PUBLIC_KEY_FILE: file("public.pem", await exportSPKI(publicKey)), ...claims }).auth.disabled, false, "the public key of the same pair is taken");
 });
 
 t.test("the configuration rules for auth (loadConfig)", async (t) => {

@@ -1,7 +1,7 @@
 import t from "tap";
 import { loadConfig } from "../../server/config.js";
 
-// The database settings of loadConfig: defaults, durations, refusals that name the variable.
+// Settings of loadConfig: defaults, durations, refusals that name the variable.
 
 t.test("DB_IDLE_TRANSACTION_TIMEOUT: a duration, 60 s by default", async (t) => {
   t.equal(loadConfig({}).database.idleInTransactionMs, 60_000);
@@ -32,5 +32,13 @@ t.test("TRUSTED_PROXIES: addresses and CIDRs; unset trusts nobody", async (t) =>
   t.notOk(list?.check("192.168.1.8"));
   for (const bad of ["nginx", "10.0.0.0/40", "10.0.0.1/8/1", "*"]) {
     t.throws(() => loadConfig({ TRUSTED_PROXIES: bad }), { message: /^TRUSTED_PROXIES .*"/ }, `"${bad}" is refused, naming the variable`);
+  }
+});
+
+t.test("CORS_ALLOWED_ORIGINS: off by default, a comma-separated list of origins, anything else named", async (t) => {
+  t.same(loadConfig({}).cors, { allowedOrigins: [] });
+  t.same(loadConfig({ CORS_ALLOWED_ORIGINS: "https://app.example.test, http://localhost:3000" }).cors.allowedOrigins, ["https://app.example.test", "http://localhost:3000"]);
+  for (const bad of ["*", "https://app.example.test/ui"]) {
+    t.throws(() => loadConfig({ CORS_ALLOWED_ORIGINS: bad }), { message: /^CORS_ALLOWED_ORIGINS .*is not an origin/ }, `"${bad}" is refused, naming the variable`);
   }
 });
