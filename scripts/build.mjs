@@ -46,7 +46,11 @@ export async function build() {
   // A clean tree: a source file deleted since the last build must not linger as dist/…js.
   for (const dir of SOURCE_DIRS) rmSync(path.join(dist, dir), { recursive: true, force: true });
   rmSync(stamp, { force: true });
-  const r = spawnSync(tsc, ["-p", "tsconfig.build.json"], { cwd: root, stdio: "inherit" });
+  // Without the caller's NODE_OPTIONS: a build started under a loader (tap's
+  // --import=tsx in the tests) made tsc's own require() fail on Node 24
+  // (ERR_REQUIRE_CYCLE_MODULE), and the compiler needs none.
+  const { NODE_OPTIONS: _loaders, ...env } = process.env;
+  const r = spawnSync(tsc, ["-p", "tsconfig.build.json"], { cwd: root, stdio: "inherit", env });
   if (r.status !== 0) throw new Error(`tsc failed (exit ${r.status ?? r.signal})`);
   const { pgliteTemplateFile, writePgliteTemplate } = await import(pathToFileURL(path.join(dist, "server/db/pglite-template.js")).href);
   if (!existsSync(pgliteTemplateFile)) await writePgliteTemplate();

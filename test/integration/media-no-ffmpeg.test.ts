@@ -36,11 +36,11 @@ t.test("no ffmpeg: serving, one log line saying media jobs wait, jobs failing wi
   };
   const port = await waitFor(() => lines().find((l) => l.message === "serving")?.port as number | undefined, "serving");
   const base = `http://127.0.0.1:${port}`;
-  const v = (await (await fetch(`${base}/videos`, { method: "POST", body: JSON.stringify({ title: "no ffmpeg" }) })).json()) as { id: string };
+  const v = (await (await fetch(`${base}/videos`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ title: "no ffmpeg" }) })).json()) as { id: string };
   const put = await fetch(`${base}/videos/${v.id}/content`, { method: "PUT", headers: { "content-type": "video/mp4" }, body: (await fixture("one-second")) as unknown as BodyInit });
   t.equal(put.status, 200, "the upload is unaffected");
   const job = await waitFor(() => lines().find((l) => l.message === "media job finished"), "the job's log line");
-  t.match(job, { video_id: v.id, kind: "probe", outcome: "failed", error: TOOLS_MISSING }, "the job fails with the reason, once its attempts are spent");
+  t.match(job, { video_id: v.id, kind: "probe", outcome: "failed", "error.message": TOOLS_MISSING }, "the job fails with the reason, once its attempts are spent");
   t.equal(lines().filter((l) => l.message === TOOLS_MISSING).length, 1, "one start-up line says media jobs wait");
   t.notMatch(out, /\n\s+at /, "no stack trace");
   const after = (await (await fetch(`${base}/videos/${v.id}`)).json()) as { state: string };

@@ -47,11 +47,16 @@ t.test("buf curl uses server reflection", async (t) => {
   t.same(methods.sort(), [
     "video.v1.VideoService/AbortUpload",
     "video.v1.VideoService/CompleteUpload",
+    "video.v1.VideoService/CreateThumbnail",
     "video.v1.VideoService/CreateUpload",
     "video.v1.VideoService/CreateVideo",
+    "video.v1.VideoService/DeleteThumbnail",
     "video.v1.VideoService/DeleteVideo",
+    "video.v1.VideoService/FinishProcessing",
+    "video.v1.VideoService/GenerateThumbnails",
     "video.v1.VideoService/GetVideo",
     "video.v1.VideoService/ListVideos",
+    "video.v1.VideoService/StartProcessing",
     "video.v1.VideoService/UpdateVideo",
     "video.v1.VideoService/UploadVideoContent",
   ]);
@@ -159,6 +164,7 @@ t.test("reflection over a Connect gRPC client", async (t) => {
   t.same(names(video), [
     "video/v1/video.proto",
     "google/api/field_behavior.proto",
+    "google/protobuf/duration.proto",
     "google/protobuf/timestamp.proto",
     "google/protobuf/descriptor.proto",
   ]);
@@ -167,6 +173,8 @@ t.test("reflection over a Connect gRPC client", async (t) => {
     "video/v1/video_service.proto",
     "google/api/annotations.proto",
     "google/api/http.proto",
+    "google/api/httpbody.proto",
+    "google/protobuf/any.proto",
     "google/protobuf/empty.proto",
     "google/protobuf/field_mask.proto",
   ]));

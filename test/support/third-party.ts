@@ -35,7 +35,7 @@ export function pythonStubs(): Promise<string> {
     const out = await mkdtemp(join(tmpdir(), "vms-pystubs-"));
     process.once("exit", () => void rm(out, { recursive: true, force: true }));
     const protos = ["video/v1/video.proto", "video/v1/events.proto", "video/v1/video_service.proto", "video/v1/event_service.proto", "video/v1/audit_service.proto"];
-    const deps = ["google/api/annotations.proto", "google/api/http.proto", "google/api/field_behavior.proto", "google/rpc/status.proto", "google/rpc/error_details.proto", "health/v1/health.proto"];
+    const deps = ["google/api/annotations.proto", "google/api/http.proto", "google/api/httpbody.proto", "google/api/field_behavior.proto", "google/rpc/status.proto", "google/rpc/error_details.proto", "health/v1/health.proto"];
     await run(
       "protoc",
       [
