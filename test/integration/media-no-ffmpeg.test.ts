@@ -19,7 +19,9 @@ t.test("no ffmpeg: serving, one log line saying media jobs wait, jobs failing wi
   const env: Record<string, string | undefined> = { ...process.env, PORT: "0", DATA_DIR: dataDir, LOG_LEVEL: "info", FFMPEG_PATH: "/nonexistent/ffmpeg", FFPROBE_PATH: "/nonexistent/ffprobe", THUMBNAIL_MAX_ATTEMPTS: "1" };
   delete env.DATABASE_URL;
   delete env.S3_BUCKET;
-  const child = spawn(path.join(root, "node_modules/.bin/tsx"), ["server/main.ts"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
+  // node itself, not the tsx wrapper: a SIGKILL at teardown must reach the server
+  // (killing the wrapper left the server running and the test file open).
+  const child = spawn(process.execPath, ["--import=tsx", "server/main.ts"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
   t.teardown(() => child.kill("SIGKILL"));
   let out = "";
   child.stdout.on("data", (d) => (out += d));
