@@ -100,10 +100,12 @@ export function sendRestError(res: NodeResponse, httpStatus: number, code: Code,
  */
 export function send(res: NodeResponse, status: number, body: string, extraHeaders: Record<string, string> = {}) {
   if (res.headersSent) return;
+  // Added to a Vary set earlier (the CORS headers' Origin), never replacing it.
+  const vary = (res as http.ServerResponse).getHeader("vary");
   const headers: Record<string, string | number> = {
     ...SECURITY_HEADERS,
     ...extraHeaders,
-    vary: "accept-encoding",
+    vary: vary ? `${String(vary)}, accept-encoding` : "accept-encoding",
     "content-type": "application/json; charset=utf-8",
   };
   const bytes = Buffer.from(body);
