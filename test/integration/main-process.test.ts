@@ -43,7 +43,7 @@ t.test("serves on the embedded defaults, then drains and exits 0 on SIGTERM", as
     return line ? (JSON.parse(line) as { port: number }).port : undefined;
   }, 30_000);
 
-  const created = await fetch(`http://127.0.0.1:${port}/videos`, { method: "POST", body: JSON.stringify({ title: "Cats" }) });
+  const created = await fetch(`http://127.0.0.1:${port}/videos`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ title: "Cats" }) });
   t.equal(created.status, 200);
   const video = (await created.json()) as { id: string; state: string };
   t.equal(video.state, "STATE_PENDING_UPLOAD");

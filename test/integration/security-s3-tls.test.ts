@@ -82,7 +82,7 @@ t.test("S3 behind TLS with a private CA", { skip: s3SkipReason() }, async (t) =>
     LOG_LEVEL: "info",
   };
   const upload = async (svcPort: number) => {
-    const created = await fetch(`http://127.0.0.1:${svcPort}/videos`, { method: "POST", body: JSON.stringify({ title: "over TLS" }) });
+    const created = await fetch(`http://127.0.0.1:${svcPort}/videos`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ title: "over TLS" }) });
     const video = (await created.json()) as { id: string };
     return fetch(`http://127.0.0.1:${svcPort}/videos/${video.id}/content`, { method: "PUT", headers: { "content-type": "video/mp4" }, body: Buffer.alloc(64 * 1024, 7) });
   };

@@ -111,7 +111,7 @@ t.test("TLS_CERT_FILE / TLS_KEY_FILE", async (t) => {
     const auth = bearer(token);
 
     // REST, HTTP/1.1: offered through ALPN, and by a client that sends no ALPN at all.
-    const created = await https1(port, "/videos", { ca: pki.ca, alpn: ["http/1.1"], headers: auth, method: "POST", body: JSON.stringify({ title: "over TLS" }) });
+    const created = await https1(port, "/videos", { ca: pki.ca, alpn: ["http/1.1"], headers: { ...auth, "content-type": "application/json" }, method: "POST", body: JSON.stringify({ title: "over TLS" }) });
     t.equal(created.status, 200, `POST /videos over TLS, HTTP/1.1 (${created.body.slice(0, 200)})`);
     t.equal(created.alpn, "http/1.1", "ALPN chose http/1.1");
     t.equal(created.httpVersion, "1.1");
@@ -131,7 +131,7 @@ t.test("TLS_CERT_FILE / TLS_KEY_FILE", async (t) => {
     t.equal(h2.alpn, "h2", "ALPN chose h2");
     t.equal(h2.status, 200, "GET /videos/{id} over TLS, HTTP/2");
     t.equal((JSON.parse(h2.body) as { id: string }).id, video.id);
-    const h2post = await https2(port, "/videos", { ca: pki.ca, headers: auth, method: "POST", body: JSON.stringify({ title: "h2" }) });
+    const h2post = await https2(port, "/videos", { ca: pki.ca, headers: { ...auth, "content-type": "application/json" }, method: "POST", body: JSON.stringify({ title: "h2" }) });
     t.equal(h2post.status, 200, "POST /videos over TLS, HTTP/2");
 
     // gRPC with Connect's transport, trusting the test CA.

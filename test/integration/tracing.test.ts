@@ -145,7 +145,7 @@ t.test("SIGTERM flushes the spans still buffered; the default protocol is http/p
   // A one-minute batch delay: without the flush at shutdown nothing would be sent.
   const svc = start(t, { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_BSP_SCHEDULE_DELAY: "60000" });
   const base = `http://127.0.0.1:${await svc.port}`;
-  t.equal((await fetch(`${base}/videos`, { method: "POST", body: JSON.stringify({ title: "Flush me" }) })).status, 200);
+  t.equal((await fetch(`${base}/videos`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ title: "Flush me" }) })).status, 200);
   t.equal(otlp.requests.length, 0, "nothing exported before the batch delay");
   svc.child.kill("SIGTERM");
   t.equal(await svc.exited, 0);
@@ -160,7 +160,7 @@ t.test("a collector that is down costs nothing but a rate-limited warning", asyn
   const svc = start(t, { OTEL_EXPORTER_OTLP_ENDPOINT: closedUrl, OTEL_EXPORTER_OTLP_PROTOCOL: "http/json", OTEL_BSP_SCHEDULE_DELAY: "50", OTEL_EXPORTER_OTLP_TIMEOUT: "500" });
   const base = `http://127.0.0.1:${await svc.port}`;
   for (let i = 0; i < 5; i++) {
-    t.equal((await fetch(`${base}/videos`, { method: "POST", body: JSON.stringify({ title: `t${i}` }) })).status, 200, "calls succeed");
+    t.equal((await fetch(`${base}/videos`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ title: `t${i}` }) })).status, 200, "calls succeed");
     await new Promise((r) => setTimeout(r, 150));
   }
   const otel = await waitFor(() => {
@@ -178,7 +178,7 @@ t.test("object storage calls made in a call are client spans under it (S3 on the
   const bucket = await createTestBucket(t);
   const svc = start(t, { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_EXPORTER_OTLP_PROTOCOL: "http/json", OTEL_BSP_SCHEDULE_DELAY: "100", ...s3Env(bucket.name) });
   const base = `http://127.0.0.1:${await svc.port}`;
-  const post = (path: string, body: unknown) => fetch(`${base}${path}`, { method: "POST", body: JSON.stringify(body) }).then((r) => r.json() as Promise<Record<string, any>>);
+  const post = (path: string, body: unknown) => fetch(`${base}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) }).then((r) => r.json() as Promise<Record<string, any>>);
 
   const video = await post("/videos", { title: "traced upload" });
   const traceId = "5bf92f3577b34da6a3ce929d0e0e4736";
@@ -207,7 +207,7 @@ t.test("object storage calls made in a call are client spans under it (S3 on the
   const presignTrace = "6bf92f3577b34da6a3ce929d0e0e4736";
   const created = await fetch(`${base}/videos/${other.id}/uploads`, {
     method: "POST",
-    headers: { traceparent: `00-${presignTrace}-00f067aa0ba902b7-01` },
+    headers: { traceparent: `00-${presignTrace}-00f067aa0ba902b7-01`, "content-type": "application/json" },
     body: JSON.stringify({ content_type: "video/mp4", size_bytes: "1024" }),
   });
   const createdText = await created.text();
