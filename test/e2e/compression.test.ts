@@ -2,6 +2,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import { gunzipSync, gzipSync } from "node:zlib";
 import t from "tap";
+import { rawHttp1 } from "../support/raw-http1.js";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, createClient } from "@connectrpc/connect";
 import { compressionGzip, createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
@@ -54,18 +55,7 @@ function rawGrpc(baseUrl: string, path: string, body: Buffer, headers: Record<st
   });
 }
 
-/** A REST request with the body and headers as given, the response body as sent (not decoded). */
-function rawRest(port: number, method: string, path: string, headers: Record<string, string>, body?: Buffer): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: "127.0.0.1", port, method, path, headers, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-    });
-    req.on("error", reject);
-    req.end(body);
-  });
-}
+const rawRest = rawHttp1;
 
 const asRest = (r: { status: number; headers: http.IncomingHttpHeaders; body: Buffer }): RestResponse => {
   const text = r.body.toString("utf8");

@@ -1,6 +1,7 @@
 import http from "node:http";
 import http2 from "node:http2";
 import t from "tap";
+import { rawHttp1 } from "../support/raw-http1.js";
 import { DATABASES, startTestServer, type Asserts, type TestServer } from "../support/server.js";
 
 // HEAD answers like GET without a body (issue 13 item 9), and every REST
@@ -13,17 +14,7 @@ interface Answer {
   body: Buffer;
 }
 
-function h1(port: number, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: "127.0.0.1", port, method, path, headers, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-    });
-    req.on("error", reject);
-    req.end(body);
-  });
-}
+const h1 = (port: number, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> => rawHttp1(port, method, path, headers, body);
 
 function h2(baseUrl: string, method: string, path: string): Promise<Answer> {
   return new Promise((resolve, reject) => {
